@@ -20,6 +20,8 @@ Reference: M. Li, J. Qian, W. Mou, "Predicting and improving test-time scaling
 laws via reward tail-guided search", arXiv:2602.01485 (2026).
 """
 
+import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -70,6 +72,7 @@ def fit_gaussian_tail(rewards, mask=None, *, tail_fraction: float = 0.2) -> Gaus
       mask: optional bool[..., m]; False marks a missing sample (ragged counts).
       tail_fraction: share of each state's valid samples kept in the tail
         (the authors' code uses 0.2). At least two samples are always kept.
+        It is static under ``jit``: a new value compiles the fit again.
 
     Returns:
       A :class:`GaussianTailFit` with the batch shape ``rewards.shape[:-1]``.
@@ -82,32 +85,80 @@ def fit_gaussian_tail(rewards, mask=None, *, tail_fraction: float = 0.2) -> Gaus
     return _fit(rewards, mask, tail_fraction)
 
 
-@jax.jit
-def _fit_jit(rewards, mask, tail_fraction):
+def _fit(rewards, mask, tail_fraction):
+    return _fit_jit(rewards, mask, tail_fraction=float(tail_fraction))
+
+
+@functools.partial(jax.jit, static_argnames="tail_fraction")
+def _fit_jit(rewards, mask, *, tail_fraction):
     return _fit_impl(rewards, mask, tail_fraction)
 
 
-def _fit(rewards, mask, tail_fraction):
-    return _fit_jit(rewards, mask, jnp.asarray(tail_fraction, rewards.dtype))
+def _top_k_moments(rewards, mask, k, max_k):
+    """Return the sum and sum of squares of the top ``k`` valid rewards, shifted.
+
+    The top values are peeled off in at most ``max_k`` passes of max-and-count
+    instead of a full sort, which is several times faster on CPU for the small
+    tail fractions used here. Each pass takes every copy of the current
+    maximum, or as many as ``k`` still needs, so ties are handled exactly.
+    Values are shifted by each state's maximum before they are accumulated,
+    which keeps the float32 variance precise when the spread is small
+    relative to the level.
+
+    Returns ``(top, sum, sum_of_squares, threshold, ties)``: the state maximum,
+    the moments of ``reward - top`` over the kept rewards, the smallest kept
+    reward, and whether rewards equal to the threshold were left out.
+    """
+    dtype = rewards.dtype
+    remaining = jnp.where(mask, rewards, -jnp.inf)
+    top = jnp.max(remaining, axis=-1)
+    shift = jnp.where(jnp.isfinite(top), top, 0.0)
+    zeros = jnp.zeros(top.shape, dtype)
+
+    def peel(_, carry):
+        remaining, taken, total, total_sq, threshold, ties = carry
+        current = jnp.max(remaining, axis=-1)
+        is_current = remaining == current[..., None]
+        count = jnp.sum(is_current & jnp.isfinite(remaining), axis=-1)
+        needed = k - taken
+        take = jnp.minimum(count, jnp.maximum(needed, 0))
+        offset = jnp.where(take > 0, current - shift, 0.0)
+        total = total + take.astype(dtype) * offset
+        total_sq = total_sq + take.astype(dtype) * offset**2
+        threshold = jnp.where(take > 0, current, threshold)
+        ties = ties | ((take > 0) & (count > take))
+        remaining = jnp.where(is_current, -jnp.inf, remaining)
+        return remaining, taken + take, total, total_sq, threshold, ties
+
+    init = (
+        remaining,
+        jnp.zeros(k.shape, k.dtype),
+        zeros,
+        zeros,
+        zeros - jnp.inf,
+        jnp.zeros(k.shape, bool),
+    )
+    _, _, total, total_sq, threshold, ties = jax.lax.fori_loop(0, max_k, peel, init)
+    return shift, total, total_sq, threshold, ties
 
 
 def _fit_impl(rewards, mask, tail_fraction):
     dtype = rewards.dtype
+    m = rewards.shape[-1]
     num_valid = jnp.sum(mask, axis=-1)
 
-    # Rank the valid rewards from the largest down; missing ones sort last.
-    ranked = -jnp.sort(jnp.where(mask, -rewards, jnp.inf), axis=-1)
-    rank = jnp.arange(rewards.shape[-1])
+    # k = ceil(q * m_valid), at least two where two samples exist; the largest
+    # possible k sets the number of passes, so it must be static.
     k = jnp.ceil(tail_fraction * num_valid.astype(dtype)).astype(jnp.int32)
     k = jnp.clip(k, jnp.minimum(2, num_valid), num_valid)
-    in_tail = rank < k[..., None]
+    max_k = min(m, max(2, math.ceil(tail_fraction * m)))
+    shift, total, total_sq, threshold, ties = _top_k_moments(rewards, mask, k, max_k)
 
     safe_k = jnp.maximum(k, 1).astype(dtype)
-    kept = jnp.where(in_tail, ranked, 0.0)
-    tail_mean = jnp.sum(kept, axis=-1) / safe_k
-    centered = jnp.where(in_tail, ranked - tail_mean[..., None], 0.0)
-    tail_var = jnp.sum(centered**2, axis=-1) / jnp.maximum(safe_k - 1.0, 1.0)
-    threshold = jnp.take_along_axis(ranked, jnp.maximum(k - 1, 0)[..., None], axis=-1)[..., 0]
+    shifted_mean = total / safe_k
+    tail_mean = shift + shifted_mean
+    sum_sq_dev = jnp.maximum(total_sq - safe_k * shifted_mean**2, 0.0)
+    tail_var = sum_sq_dev / jnp.maximum(safe_k - 1.0, 1.0)
 
     # Truncated-normal moments at the fraction actually kept. When the whole
     # sample is kept (q = 1) the truncation point is -inf and lambda = 0.
@@ -127,16 +178,11 @@ def _fit_impl(rewards, mask, tail_fraction):
     sigma = jnp.where(empty | few, 0.0, sigma)
     threshold = jnp.where(empty, -jnp.inf, threshold)
 
-    next_value = jnp.take_along_axis(
-        ranked, jnp.minimum(k, rewards.shape[-1] - 1)[..., None], axis=-1
-    )[..., 0]
-    ties = (k < num_valid) & (next_value == threshold)
-
     status = jnp.zeros(num_valid.shape, jnp.int32)
     status |= jnp.where(empty, int(Status.EMPTY), 0)
     status |= jnp.where(few, int(Status.FEW_EXCEEDANCES), 0)
     status |= jnp.where(degenerate & (num_valid >= 2), int(Status.DEGENERATE), 0)
-    status |= jnp.where(ties, int(Status.TIES_AT_THRESHOLD), 0)
+    status |= jnp.where(ties & ~empty, int(Status.TIES_AT_THRESHOLD), 0)
     return GaussianTailFit(mu, sigma, threshold, k, status)
 
 
@@ -145,9 +191,7 @@ def _budgets(n):
     if not isinstance(n, jax.core.Tracer):
         bad = jnp.asarray(n) < 1
         if bool(jnp.any(bad)):
-            raise ValueError(
-                f"budgets must be >= 1 (the number of draws in the maximum); got {n}."
-            )
+            raise ValueError(f"budgets must be >= 1 (the number of draws in the maximum); got {n}.")
     return n
 
 
