@@ -11,9 +11,26 @@ from slgjax.lm.llama import (
     init_cache,
     rope_inverse_frequencies,
 )
+from slgjax.lm.mesh import LLAMA_PARAMETER_RULES, initialize_distributed, make_mesh, shard_model
+from slgjax.lm.sampler import FinishReason, Generation, Sampler
+from slgjax.lm.sampling import SamplingConfig
+from slgjax.lm.scorers import JudgeScorer, RewardModelScorer, Scorer, Verifier, VerifierScorer
 from slgjax.lm.tokenizer import load_tokenizer
 
 __all__ = [
+    "FinishReason",
+    "Generation",
+    "JudgeScorer",
+    "LLAMA_PARAMETER_RULES",
+    "RewardModelScorer",
+    "Sampler",
+    "SamplingConfig",
+    "Scorer",
+    "Verifier",
+    "VerifierScorer",
+    "initialize_distributed",
+    "make_mesh",
+    "shard_model",
     "LlamaConfig",
     "KVCache",
     "init_cache",
