@@ -17,6 +17,7 @@ precision in float32 even when ``s`` is around ``1e-12``.
 import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -67,7 +68,8 @@ def expected_max(quantile, n, *, lower_level=0.0, dtype=None):
     lower_level = jnp.asarray(lower_level, dtype)[..., None]
 
     # v = a + (1 - a) t runs over (a^N, 1), with a^N computed in log space.
-    log_a = jnp.where(lower_level > 0, jnp.log(jnp.where(lower_level > 0, lower_level, 1.0)), -jnp.inf)
+    positive = lower_level > 0
+    log_a = jnp.where(positive, jnp.log(jnp.where(positive, lower_level, 1.0)), -jnp.inf)
     start = jnp.exp(n * log_a)
     width = 1.0 - start
     one_minus_v = width * jnp.exp(log_one_minus_t)
@@ -108,6 +110,10 @@ def expected_max_std_normal(n, *, dtype=None):
       n: budgets, any shape; values below one are invalid (the result is NaN
         there, because the maximum of fewer than one draw is undefined).
     """
-    n = jnp.asarray(n)
+    return _expected_max_std_normal(jnp.asarray(n), dtype=dtype)
+
+
+@functools.partial(jax.jit, static_argnames="dtype")
+def _expected_max_std_normal(n, *, dtype):
     value = expected_max(_std_normal_quantile, n, dtype=dtype)
     return jnp.where(n >= 1, value, jnp.nan)
