@@ -24,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with one subparser per command."""
     parser = argparse.ArgumentParser(
         prog="slgjax",
-        description="Reward-tail estimation and best-of-N scaling-law prediction.",
+        description=(
+            "Reward-tail estimation, best-of-N scaling-law prediction and "
+            "scaling-law guided search."
+        ),
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log progress (-v) or details (-vv)"
