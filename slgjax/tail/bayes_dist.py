@@ -96,12 +96,13 @@ class GeneralizedPareto(Distribution):
     The shape ``xi`` may take any real value and may be a traced sample: the
     support is ``[0, -sigma/xi]`` for ``xi < 0`` and ``[0, inf)`` otherwise, so a
     model can put a prior on ``xi`` that spans both signs. ``log_prob`` is
-    ``-inf`` outside the support and also at the upper endpoint itself, a set
-    of measure zero where the density is infinite for ``xi < -1``: a point that
-    rounds onto the endpoint must repel a sampler, not trap it at ``+inf``
-    (``scipy.stats.genpareto`` returns ``+inf`` there for ``xi < -1`` and
-    ``-log(sigma)`` for ``xi = -1``). Values and gradients stay finite through
-    ``xi = 0``, where the exponential limit applies, and gradients are never NaN.
+    ``-inf`` outside the support and also at the upper endpoint itself. That
+    point has measure zero, but for ``xi < -1`` the density there is infinite,
+    and a sampler that rounds onto it must be repelled rather than trapped at
+    ``+inf``. (``scipy.stats.genpareto`` returns ``+inf`` at the endpoint for
+    ``xi < -1`` and ``-log(sigma)`` for ``xi = -1``.) Values and gradients stay
+    finite through ``xi = 0``, where the exponential limit applies, and
+    gradients are never NaN.
 
     Args:
       xi: shape parameter, any real.
@@ -189,17 +190,17 @@ def gpd_exceedance_log_likelihood(y, mask, *, xi, sigma):
       float[...]; ``-inf`` for a state with a valid exceedance outside the
       support (negative, or at or beyond the upper endpoint ``-sigma/xi``).
     """
-    kept = jnp.where(mask, y, 0.0)
+    valid_y = jnp.where(mask, y, 0.0)
     count = jnp.sum(mask, axis=-1)
-    largest = jnp.max(kept, axis=-1)
-    powers = [kept]
+    largest = jnp.max(valid_y, axis=-1)
+    powers = [valid_y]
     for _ in range(_JOINT_SERIES_ORDER - 1):
-        powers.append(powers[-1] * kept)
+        powers.append(powers[-1] * valid_y)
     moments = [jnp.sum(power, axis=-1) for power in powers]
 
     rate = xi / sigma
-    x = rate[..., None] * kept
-    inside = jnp.all((x > -1) & (kept >= 0), axis=-1)
+    x = rate[..., None] * valid_y
+    inside = jnp.all((x > -1) & (valid_y >= 0), axis=-1)
     x_in = jnp.where(inside[..., None], x, 0.0)
     log_sum = jnp.sum(jnp.log1p(x_in), axis=-1)
 

@@ -82,14 +82,14 @@ class BayesGPDFit(NamedTuple):
       threshold: float[S], threshold ``u`` of the exceedances.
       exceedance_fraction: float[S], ``p_u``, the share of valid rewards above ``u``.
       num_exceedances: int32[S].
-      status: int32[S] :class:`~slgjax.tail.status.Status` flags: those of the
-        threshold selection, ``FEW_EXCEEDANCES`` below
-        :data:`~slgjax.tail.gpd_fit.MIN_EXCEEDANCES` exceedances (the prior
-        then carries the fit; no fallback rule is applied), ``DEGENERATE`` when
-        two or more exceedances are all equal, ``INFINITE_MEAN`` when any draw
-        has ``xi >= 1``, and ``NOT_CONVERGED`` when a diagnostic of the state
-        (or of its prompt's shared parameters) failed, or when the Laplace
-        Newton iterations did not converge.
+      status: int32[S] :class:`~slgjax.tail.status.Status` flags. The flags of
+        the threshold selection are kept. ``FEW_EXCEEDANCES`` marks fewer than
+        :data:`~slgjax.tail.gpd_fit.MIN_EXCEEDANCES` exceedances, where the
+        prior carries the fit (no fallback rule is applied). ``DEGENERATE``
+        marks two or more exceedances that are all equal, and
+        ``INFINITE_MEAN`` a draw with ``xi >= 1``. ``NOT_CONVERGED`` marks a
+        failed diagnostic of the state or of its prompt's shared parameters,
+        or Laplace Newton iterations that did not converge.
       r_hat: dict from parameter name to split R-hat; ``"xi"`` and ``"sigma"``
         have shape ``S``, the hierarchical model's shared parameters
         (``"xi_mean"``, ``"xi_tau"`` and, with pooled scales,
@@ -134,14 +134,21 @@ def _check_arguments(model, inference, num_samples, num_warmup, num_chains, prio
         raise ValueError(f"num_samples={num_samples} must be >= 1.")
 
 
-def _tree_depths(max_tree_depth):
+def _nuts_tuning(target_accept_prob, max_tree_depth, num_newton_steps):
+    """Check the sampler settings and return them as the static tuple of ``run_nuts``."""
+    if not 0.0 < float(target_accept_prob) < 1.0:
+        raise ValueError(
+            f"target_accept_prob={target_accept_prob} is outside (0, 1); 0.8 is the usual value."
+        )
     depths = max_tree_depth if isinstance(max_tree_depth, tuple) else (max_tree_depth,) * 2
     if len(depths) != 2 or not all(isinstance(d, int) and d >= 1 for d in depths):
         raise ValueError(
             f"max_tree_depth={max_tree_depth!r} must be a positive int or a pair "
             "(warmup depth, sampling depth) of positive ints."
         )
-    return depths
+    if num_newton_steps < 1:
+        raise ValueError(f"num_newton_steps={num_newton_steps} must be >= 1.")
+    return float(target_accept_prob), tuple(depths), int(num_newton_steps)
 
 
 def _prompt_batch(rewards, mask):
@@ -188,14 +195,25 @@ def _exceedance_status(exceedances):
     return status.astype(jnp.int32)
 
 
-def _diagnostics(sites, names, moved_shape):
-    """Split R-hat and ESS of each named site; draws [P, C, S, ...] -> values [P, ...]."""
+def _nuts_diagnostics(sites, num_prompts, num_states):
+    """Return split R-hat, ESS and the failed states of NUTS draws [P, C, S, ...].
+
+    Per-state parameters get values [B, K] and the hierarchical model's shared
+    parameters values [B]; a state fails when its own diagnostics or those of
+    its prompt's shared parameters fail.
+    """
+    names = ("xi", "sigma") + tuple(name for name in _HYPER_SITES if name in sites)
     r_hat, ess = {}, {}
     for name in names:
+        shape = (num_prompts, num_states) if name in ("xi", "sigma") else (num_prompts,)
         draws = np.moveaxis(np.asarray(sites[name]), (1, 2), (0, 1))
-        r_hat[name] = jnp.asarray(split_gelman_rubin(draws)).reshape(moved_shape(name))
-        ess[name] = jnp.asarray(effective_sample_size(draws)).reshape(moved_shape(name))
-    return r_hat, ess
+        r_hat[name] = jnp.asarray(split_gelman_rubin(draws)).reshape(shape)
+        ess[name] = jnp.asarray(effective_sample_size(draws)).reshape(shape)
+
+    failed = _failed(r_hat["xi"], ess["xi"]) | _failed(r_hat["sigma"], ess["sigma"])
+    for name in names[2:]:
+        failed = failed | _failed(r_hat[name], ess[name])[:, None]
+    return r_hat, ess, failed
 
 
 def _failed(r_hat, ess):
@@ -242,9 +260,9 @@ def fit_bayes_gpd(
 
     Args:
       key: a JAX random key. Prompt ``b`` of rewards ``[B, K, m]`` uses
-        ``jax.random.split(key, B)[b]``; rewards ``[K, m]`` or ``[m]`` use
-        ``key`` itself, so a loop that calls this function on ``rewards[b]``
-        with ``jax.random.split(key, B)[b]`` runs the same computation. Laplace
+        ``jax.random.split(key, B)[b]``, and rewards ``[K, m]`` or ``[m]`` use
+        ``key`` itself. A loop that calls this function on ``rewards[b]`` with
+        ``jax.random.split(key, B)[b]`` therefore runs the same computation. Laplace
         draws then agree to float rounding. NUTS draws do not: batching changes
         the rounding of sums over states, and NUTS amplifies such differences
         along a chain, so the loop samples the same posterior with different
@@ -290,12 +308,14 @@ def fit_bayes_gpd(
     returns no diagnostics and issues no warning.
     """
     _check_arguments(model, inference, num_samples, num_warmup, num_chains, prior)
+    tuning = _nuts_tuning(target_accept_prob, max_tree_depth, num_newton_steps)
     rewards, mask, batch_shape = _prompt_batch(rewards, mask)
     exceedances = select_exceedances(
         rewards, mask, tail_fraction=tail_fraction, num_exceedances=num_exceedances
     )
     num_prompts, num_states, width = exceedances.y.shape
 
+    # The independent model runs one posterior per state, the hierarchical one per prompt.
     if len(batch_shape) == 2:
         prompt_keys = jax.random.split(key, num_prompts)
     else:
@@ -320,7 +340,7 @@ def fit_bayes_gpd(
             model_name=model,
             options=options,
             num_samples=num_samples,
-            num_steps=num_newton_steps,
+            num_steps=tuning[2],
         )
         # [P, D, K'] -> [B, K, D]
         xi = jnp.moveaxis(sites["xi"], -1, 1).reshape(num_prompts, num_states, num_samples)
@@ -337,31 +357,18 @@ def fit_bayes_gpd(
             num_warmup=num_warmup,
             num_samples=num_samples,
             num_chains=num_chains,
-            tuning=(float(target_accept_prob), _tree_depths(max_tree_depth), int(num_newton_steps)),
+            tuning=tuning,
         )
+
+        # [P, C, S, K'] -> [B, K, C * S], chain-major.
         num_draws = num_chains * num_samples
-
-        def per_state(draws):
-            """[P, C, S, K'] -> [B, K, C * S], chain-major."""
-            return jnp.moveaxis(draws, -1, 1).reshape(num_prompts, num_states, num_draws)
-
-        xi = per_state(sites["xi"])
-        sigma = per_state(sites["sigma"])
-        divergent = jnp.sum(diverging, axis=(1, 2), dtype=jnp.int32)
-        num_divergent = jnp.broadcast_to(
-            divergent.reshape(num_prompts, -1), (num_prompts, num_states)
-        )
+        xi = jnp.moveaxis(sites["xi"], -1, 1).reshape(num_prompts, num_states, num_draws)
+        sigma = jnp.moveaxis(sites["sigma"], -1, 1).reshape(num_prompts, num_states, num_draws)
+        divergent = jnp.sum(diverging, axis=(1, 2), dtype=jnp.int32).reshape(num_prompts, -1)
+        num_divergent = jnp.broadcast_to(divergent, (num_prompts, num_states))
 
         if not is_traced(xi):
-            names = ("xi", "sigma") + tuple(n for n in _HYPER_SITES if n in sites)
-
-            def moved_shape(name):
-                return (num_prompts, num_states) if name in ("xi", "sigma") else (num_prompts,)
-
-            r_hat, ess = _diagnostics(sites, names, moved_shape)
-            failed = _failed(r_hat["xi"], ess["xi"]) | _failed(r_hat["sigma"], ess["sigma"])
-            for name in names[2:]:
-                failed = failed | _failed(r_hat[name], ess[name])[:, None]
+            r_hat, ess, failed = _nuts_diagnostics(sites, num_prompts, num_states)
             status |= jnp.where(failed, int(Status.NOT_CONVERGED), 0).astype(jnp.int32)
             if bool(jnp.any(failed)):
                 warnings.warn(_convergence_message(r_hat, ess), UserWarning, stacklevel=2)

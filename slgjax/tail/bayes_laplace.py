@@ -40,8 +40,8 @@ class LaplaceState(NamedTuple):
     Attributes:
       mode: float[d] free latents at the MAP estimate.
       chol_precision: float[d, d] lower Cholesky factor of the Hessian of the
-        potential at the mode; eigenvalues below a floor are raised to it
-        when the Hessian is not positive definite.
+        potential at the mode. When that Hessian is not positive definite,
+        its eigenvalues below a floor are raised to the floor first.
       converged: bool, True when the Newton decrement fell below tolerance and
         the Hessian was positive definite.
     """

@@ -2,7 +2,9 @@
 
 Both models take exceedances ``y`` of shape ``[K, m]`` over each state's
 threshold and a boolean ``mask`` of the same shape (False marks padding, so
-states may have different numbers of exceedances).
+states may have different numbers of exceedances). The observed site ``y``
+is a :class:`~slgjax.tail.bayes_dist.GPDExceedances` vector per state, which
+ignores padding and evaluates the likelihood in its cheap joint form.
 
 **Support constraint.** A state's exceedances lie inside the GPD support only
 when ``xi_k > -sigma_k / max(y_k)``. Both models sample ``xi_k`` through a
@@ -26,8 +28,8 @@ of the transform, without the truncation's normaliser. The prior density on
 ``(sigma, xi)`` is therefore the unrestricted prior (``xi_k ~ N(0, xi_scale^2)``
 or ``N(xi_mean, xi_tau^2)``) times the indicator of the support constraint.
 Because the likelihood is zero outside the constraint anyway, the posterior is
-exactly the posterior under the unrestricted prior; the transform only changes
-the coordinates the sampler moves in. Read as a proper prior, the restriction
+exactly the posterior under the unrestricted prior, and the transform only
+changes the coordinates the sampler moves in. Read as a proper prior, the restriction
 tilts the prior on ``sigma_k`` by ``P(xi_k > -sigma_k / max(y_k))``, a factor
 above 0.99 whenever ``sigma_k / max(y_k) > 0.7`` at the default ``xi_scale``.
 A state without exceedances has no constraint and keeps the unrestricted prior.
@@ -63,16 +65,16 @@ def _exceedance_summary(y, mask):
     largest exceedance of zero, which the support transform reads as "no
     constraint".
     """
-    kept = jnp.where(mask, y, 0.0)
+    valid_y = jnp.where(mask, y, 0.0)
     count = jnp.sum(mask, axis=-1)
-    mean = jnp.sum(kept, axis=-1) / jnp.maximum(count, 1)
+    mean = jnp.sum(valid_y, axis=-1) / jnp.maximum(count, 1)
     log_mean = jnp.log(jnp.where(mean > 0, mean, 1.0))
-    return log_mean, jnp.max(kept, axis=-1)
+    return log_mean, jnp.max(valid_y, axis=-1)
 
 
 def _pooled_log_mean(y, mask):
-    kept = jnp.where(mask, y, 0.0)
-    mean = jnp.sum(kept) / jnp.maximum(jnp.sum(mask), 1)
+    valid_y = jnp.where(mask, y, 0.0)
+    mean = jnp.sum(valid_y) / jnp.maximum(jnp.sum(mask), 1)
     return jnp.log(jnp.where(mean > 0, mean, 1.0))
 
 
@@ -89,7 +91,7 @@ def restrict_shape(free, *, loc, scale, sigma, max_y):
       ``(xi, eps, log_jacobian)``, where ``log_jacobian = log d eps / d v``.
       Near the bound ``xi`` is formed as ``lower + scale * softplus(v - a)``,
       which keeps its distance to the bound precise, and it stays at least
-      four ulps above the bound, so ``1 + xi max_y / sigma > 0`` holds after
+      four ulps above the bound, so ``1 + xi max_y / sigma > 0`` is true after
       rounding too. ``eps`` and the Jacobian ignore that last adjustment,
       which only moves points closer to the bound than float resolution.
     """
@@ -144,7 +146,8 @@ def gpd_model_independent(y, mask, *, xi_scale=0.3, log_sigma_scale=1.0):
       log_sigma_scale: prior standard deviation of ``log sigma``.
 
     Sites: free ``log_sigma_std`` and ``xi_free`` [K]; deterministic ``sigma``
-    and ``xi`` [K]; observed ``y``.
+    and ``xi`` [K]; observed ``y``, one :class:`~slgjax.tail.bayes_dist.GPDExceedances`
+    vector per state.
     """
     num_states = y.shape[0]
     log_mean, max_y = _exceedance_summary(y, mask)

@@ -3,8 +3,8 @@
 Every posterior draw ``(xi_d, sigma_d)`` defines a spliced model (empirical
 below the threshold, ``GPD(xi_d, sigma_d)`` above) and hence a value
 ``V_N^(d)`` from :func:`slgjax.tail.gpd_predict.gpd_tail_value`. The draws
-``V_N^(1..D)`` are a sample of the posterior of ``V_N`` given the exceedances;
-the threshold, the exceedance fraction and the empirical part are treated as
+``V_N^(1..D)`` are a sample of the posterior of ``V_N`` given the exceedances.
+The threshold, the exceedance fraction and the empirical part are treated as
 known, so the band reflects the uncertainty of the tail parameters only.
 
 A draw with ``xi_d >= 1`` has ``V_N^(d) = inf`` (the expected maximum does not
@@ -24,9 +24,9 @@ from slgjax.tail._validate import as_rewards_and_mask, is_traced
 from slgjax.tail.bayes_fit import BayesGPDFit
 from slgjax.tail.gpd_fit import GPDFit
 
-# _value_impl is the traceable core of gpd_tail_value; the public function
-# validates its budgets eagerly, which fails inside the map over draws below.
-from slgjax.tail.gpd_predict import GPD_VALUE_METHODS, _value_impl, gpd_tail_value
+# _value_impl is the traceable core of gpd_tail_value. The public function
+# checks its budgets with a JAX operation, which fails inside jit or lax.map.
+from slgjax.tail.gpd_predict import GPD_VALUE_METHODS, _value_impl
 from slgjax.tail.status import Status
 
 __all__ = [
@@ -108,6 +108,9 @@ def _draw_values(fit, rewards, mask, n, *, method, chunk):
     return jnp.moveaxis(values, 0, -1)
 
 
+_one_draw_value = jax.jit(_value_impl, static_argnames=("method",))
+
+
 def bayes_tail_draws(fit: BayesGPDFit, rewards, mask=None, n=1, *, method="expected_max"):
     """Return ``V_N`` for every posterior draw, float[S + n.shape + (D,)].
 
@@ -135,7 +138,7 @@ def _quantile(draws, level):
     """Linear-interpolation quantile along the last axis that never returns NaN.
 
     ``jnp.quantile`` computes ``a + t (b - a)``, which is NaN when ``b = inf``
-    and ``t = 0``; here the lower order statistic is returned whenever the
+    and ``t = 0``. This version returns the lower order statistic whenever the
     interpolation weight is zero or both neighbours are equal.
     """
     ordered = jnp.sort(draws, axis=-1)
@@ -243,9 +246,10 @@ def bayes_tail_value(
             raise ValueError(
                 "statistic='thompson' needs a random key; pass key=jax.random.key(...)."
             )
+        rewards, mask, n = _check_inputs(fit, rewards, mask, n, method)
         index = jax.random.randint(key, (), 0, fit.xi_samples.shape[-1])
         draw = _draw_fit(fit, fit.xi_samples[..., index], fit.sigma_samples[..., index])
-        return gpd_tail_value(draw, rewards, mask, n, method=method)
+        return _one_draw_value(draw, rewards, mask, n, method=method)
 
     if statistic == "quantile":
         _check_level("q", q)
