@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from slgjax.lm.config import check_positive_int
+
 __all__ = ["BertConfig", "BertModel", "LayerNorm"]
 
 
@@ -59,9 +61,7 @@ class BertConfig:
             "max_position_embeddings",
             "type_vocab_size",
         ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"BertConfig.{name} must be a positive int, got {value!r}.")
+            check_positive_int(self, name)
         if self.hidden_size % self.num_heads != 0:
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}."

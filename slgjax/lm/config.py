@@ -35,6 +35,13 @@ _HF_DEFAULTS = {
 }
 
 
+def check_positive_int(config, name: str) -> None:
+    """Raise a ValueError unless the field ``name`` of ``config`` is an int of at least one."""
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{type(config).__name__}.{name} must be a positive int, got {value!r}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
     """Shape and numerics of a Llama-family decoder.
@@ -96,9 +103,7 @@ class LlamaConfig:
             "head_dim",
             "num_labels",
         ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"LlamaConfig.{name} must be a positive int, got {value!r}.")
+            check_positive_int(self, name)
 
         if self.num_heads % self.num_kv_heads != 0:
             raise ValueError(
