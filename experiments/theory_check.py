@@ -39,7 +39,6 @@ import dataclasses
 import io
 import logging
 import math
-import os
 import pathlib
 import time
 
@@ -47,6 +46,7 @@ import jax
 import numpy as np
 
 from slgjax.envs.simulated import GaussianFamily, simulate_search
+from slgjax.io import write_atomic
 from slgjax.search.budget import paper_allocation
 from slgjax.tail.expected_max import expected_max_std_normal
 
@@ -204,9 +204,7 @@ def run_grid(grid, seed, horizon):
 
 
 def _write_atomic(path, data: bytes):
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    write_atomic(path, lambda stream: stream.write(data), binary=True)
 
 
 def write_csv(rows, path):

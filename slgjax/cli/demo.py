@@ -16,6 +16,7 @@ import sys
 import time
 
 from slgjax.cli.search import add_search_arguments, execute, print_summary, write_plot
+from slgjax.io import write_atomic
 
 __all__ = ["DEMO_DEFAULTS", "add_parser", "run"]
 
@@ -73,8 +74,13 @@ def run(args) -> int:
         f"policy {args.model}, scorer {args.scorer}\n"
     )
     baseline = "best_of_n" if any(r["algorithm"] == "best_of_n" for r in records) else None
-    with open(out / "table.md", "w", encoding="utf-8") as table:
-        rows = print_summary(records, seed=args.seed, baseline=baseline, file=table)
+    summary = {}
+
+    def write_table(stream):
+        summary["rows"] = print_summary(records, seed=args.seed, baseline=baseline, file=stream)
+
+    write_atomic(out / "table.md", write_table)
+    rows = summary["rows"]
     print((out / "table.md").read_text(encoding="utf-8"))
     write_plot(rows, out / "plot.png")
 
