@@ -218,6 +218,11 @@ def test_scalar_rewards_raise():
         fit_gaussian_tail(jnp.array(1.0))
 
 
+def test_zero_samples_raise():
+    with pytest.raises(ValueError, match="no samples on its last axis"):
+        fit_gaussian_tail(jnp.zeros((3, 0)))
+
+
 def test_budget_below_one_raises():
     fit = fit_gaussian_tail(jnp.arange(10.0))
 

@@ -26,6 +26,11 @@ def as_rewards_and_mask(rewards, mask=None, *, name="rewards"):
         rewards = rewards.astype(jnp.result_type(float))
     if rewards.ndim == 0:
         raise ValueError(f"{name} must have at least one axis of samples [..., m]; got a scalar.")
+    if rewards.shape[-1] == 0:
+        raise ValueError(
+            f"{name} has shape {rewards.shape}, with no samples on its last axis; pass at "
+            "least one reward per state (mask out the missing ones instead)."
+        )
 
     if mask is None:
         mask = jnp.ones(rewards.shape, bool)

@@ -203,7 +203,8 @@ def gaussian_tail_value(fit: GaussianTailFit, n, *, method: str = "expected_max"
       n: budgets, a scalar or a vector of ``N >= 1``.
       method: ``"expected_max"`` uses the exact expected maximum ``E_N`` of N
         standard normals; ``"quantile"`` uses ``Phi^-1(1 - 1/N)`` as the
-        authors' code does, about 0.15 sigma lower. At ``N = 1`` that quantile
+        authors' code does, lower by 0.23 sigma at ``N = 16`` down to 0.11
+        sigma at ``N = 10^6``. At ``N = 1`` that quantile
         is ``-inf``, so both methods return ``mu`` there.
 
     Returns:

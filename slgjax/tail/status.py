@@ -22,8 +22,9 @@ class Status(enum.IntFlag):
     # Fewer exceedances than a stable fit needs (5 for a GPD, 2 for the
     # Gaussian tail); the fit used a fallback rule.
     FEW_EXCEEDANCES = 2
-    # All tail samples are equal (zero spread): the fitted scale is zero and
-    # the predicted value is the common reward for every budget.
+    # All tail samples are equal (zero spread): the fitted scale is zero. The
+    # Gaussian tail then predicts the common reward for every budget; the GPD
+    # value falls back to the empirical distribution of the valid rewards.
     DEGENERATE = 4
     # The GPD likelihood is unbounded below xi = -1; the fit is the boundary
     # solution xi = -1, sigma = max exceedance.
