@@ -9,6 +9,7 @@ records. Every error a user can cause is raised as
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import pathlib
@@ -29,6 +30,9 @@ __all__ = [
 logger = logging.getLogger("slgjax.live")
 
 SCORER_NAMES = ("judge", "verifier")
+HEAD_SUFFIX = ".safetensors"
+# Hex digits of the head file's SHA-256 stored in the settings.
+DIGEST_LENGTH = 16
 DTYPES = ("float32", "bfloat16")
 
 
@@ -91,13 +95,16 @@ def add_live_arguments(parser, *, defaults: dict | None = None):
         "--scorer",
         default="judge",
         help="'judge' (the policy as LM judge, log-odds of Yes against No), 'verifier' (the "
-        "task's answer check, 0 or 1), or the directory of a reward-model checkpoint",
+        "task's answer check, 0 or 1), 'head' (the packaged reward head on the policy's "
+        "features, a logit), the path of a .safetensors reward-head file, or the directory of "
+        "a reward-model checkpoint. A head builds its features with the template it was "
+        "trained on, whatever --template says",
     )
     model.add_argument(
         "--scorer-prompt",
         choices=("message", "question"),
         help="prompt text the scorer sees: the user message or the bare question (default: "
-        "question for judge and verifier, message for a reward model)",
+        "question for judge, verifier and a reward head, message for a reward model)",
     )
     model.add_argument(
         "--template",
@@ -212,13 +219,37 @@ def _resolve_model(spec: str) -> pathlib.Path:
 def _resolve_scorer(spec: str) -> pathlib.Path | None:
     if spec in SCORER_NAMES:
         return None
+    if spec == "head":
+        from slgjax.lm.reward_head import REGENERATE_COMMAND, default_reward_head_path
+
+        path = default_reward_head_path()
+        if not path.is_file():
+            raise InputError(
+                f"the packaged reward head {path} is missing; regenerate it with "
+                f"`{REGENERATE_COMMAND}`, or pass the path of a .safetensors head file."
+            )
+        return path
     path = pathlib.Path(spec).expanduser()
+    if path.suffix == HEAD_SUFFIX:
+        if not path.is_file():
+            raise InputError(f"reward head file {spec!r} not found.")
+        return path
     if not path.is_dir():
         raise InputError(
-            f"unknown scorer {spec!r}: use 'judge', 'verifier', or the directory of a "
-            "reward-model checkpoint (a sequence classifier with config.json and safetensors)."
+            f"unknown scorer {spec!r}: use 'judge', 'verifier', 'head', the path of a "
+            ".safetensors reward-head file, or the directory of a reward-model checkpoint "
+            "(a sequence classifier with config.json and safetensors)."
         )
     return path
+
+
+def _is_head(scorer_path: pathlib.Path | None) -> bool:
+    return scorer_path is not None and scorer_path.suffix == HEAD_SUFFIX
+
+
+def _file_digest(path: pathlib.Path) -> str:
+    """Return the first hex digits of the file's SHA-256, so records of two heads never mix."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:DIGEST_LENGTH]
 
 
 @dataclasses.dataclass
@@ -243,11 +274,17 @@ def check_live_options(args):
     """Resolve and check the model, scorer and sampling options before anything loads.
 
     Returns:
-      ``(model_path, scorer_path, config)``; ``scorer_path`` is None for a
-      named scorer.
+      ``(model_path, scorer_path, config)``; ``scorer_path`` is None for
+      ``judge`` and ``verifier``, a reward-head file for ``head`` or a
+      ``.safetensors`` path, and otherwise a reward-model directory.
     """
     model_path = _resolve_model(args.model)
     scorer_path = _resolve_scorer(args.scorer)
+    if _is_head(scorer_path) and args.scorer_prompt == "message":
+        raise InputError(
+            "--scorer-prompt message does not fit a reward head: the head formats the bare "
+            "question with its own template. Use --scorer-prompt question or leave it out."
+        )
     config = sampling_config(args)
     if args.max_batch_size < args.samples_per_prompt:
         raise InputError(
@@ -277,9 +314,12 @@ def live_settings(args) -> dict:
         settings["judge_template"] = DEFAULT_JUDGE_TEMPLATE
     if scorer_path is not None:
         settings["scorer_path"] = str(scorer_path.resolve())
+    if _is_head(scorer_path):
+        settings["scorer_sha256"] = _file_digest(scorer_path)
+    reward_model = scorer_path is not None and not _is_head(scorer_path)
     settings.update(
         {
-            "scorer_prompt": args.scorer_prompt or ("message" if scorer_path else "question"),
+            "scorer_prompt": args.scorer_prompt or ("message" if reward_model else "question"),
             "template": args.template or DEFAULT_TEMPLATE,
             "system": args.system,
             "sampling": dataclasses.asdict(config),
@@ -291,11 +331,12 @@ def live_settings(args) -> dict:
 
 
 def build_live_setup(args, problems, task_options, *, progress=None) -> LiveSetup:
-    """Load the policy (and reward model) and build the live environment.
+    """Load the policy (and reward model or reward head) and build the live environment.
 
     Raises:
-      InputError: for an unknown model path or scorer name, a checkpoint that
-        does not load, or settings the environment rejects.
+      InputError: for an unknown model path or scorer name, a checkpoint or
+        head file that does not load or does not fit the policy, or settings
+        the environment rejects.
     """
     import jax.numpy as jnp
 
@@ -319,6 +360,16 @@ def build_live_setup(args, problems, task_options, *, progress=None) -> LiveSetu
         scorer = JudgeScorer(policy, tokenizer, batch_size=args.score_batch_size)
     elif args.scorer == "verifier":
         scorer = None
+    elif _is_head(scorer_path):
+        from slgjax.lm.reward_head import build_head_scorer
+
+        try:
+            scorer = build_head_scorer(
+                policy, tokenizer, scorer_path, batch_size=args.score_batch_size
+            )
+        except (OSError, ValueError) as error:
+            raise InputError(f"cannot use the reward head {scorer_path}: {error}") from error
+        logger.info("loaded the reward head from %s", scorer_path)
     else:
         try:
             reward_model, _ = load_model(

@@ -9,6 +9,9 @@ Every scorer follows the :class:`Scorer` protocol,
   ``log p("Yes") - log p("No")`` of the next token after a grading prompt;
 - :class:`VerifierScorer`: a ground-truth check through a :class:`Verifier`.
 
+:class:`~slgjax.lm.reward_head.RewardHeadScorer`, a trained head on frozen
+features, follows the same protocol from its own module.
+
 The model scorers run one jit-compiled forward pass per batch. Batches have a
 fixed number of rows and lengths padded to power-of-two buckets, so a run
 compiles once per bucket, not once per input.
@@ -74,7 +77,11 @@ def _chat_ids(tokenizer, messages, *, add_generation_prompt: bool) -> list[int]:
 
 
 class _BatchedForward:
-    """Run a jitted ``(tokens, valid) -> float32[rows]`` over fixed-shape batches."""
+    """Run a jitted ``(tokens, valid) -> float32[rows, *row_shape]`` over fixed-shape batches.
+
+    ``row_shape`` is the shape of one row's output: ``()`` for a score, ``(H,)``
+    for a feature vector. It sets the shape of the empty result too.
+    """
 
     def __init__(
         self,
@@ -85,6 +92,7 @@ class _BatchedForward:
         min_bucket: int,
         pad_id: int,
         max_length: int,
+        row_shape: tuple[int, ...] = (),
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size=}.")
@@ -96,6 +104,7 @@ class _BatchedForward:
         self.min_bucket = int(min_bucket)
         self.pad_id = int(pad_id)
         self.max_length = int(max_length)
+        self.row_shape = tuple(int(size) for size in row_shape)
 
     def __call__(self, sequences: list[list[int]]) -> np.ndarray:
         for index, sequence in enumerate(sequences):
@@ -107,7 +116,7 @@ class _BatchedForward:
 
         # Sorting by length keeps long and short inputs in separate batches.
         order = np.argsort([len(sequence) for sequence in sequences], kind="stable")
-        scores = np.zeros(len(sequences), np.float32)
+        outputs = np.zeros((len(sequences), *self.row_shape), np.float32)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             longest = max(len(sequences[row]) for row in rows)
@@ -118,9 +127,9 @@ class _BatchedForward:
                 tokens[slot, : len(sequences[row])] = sequences[row]
                 lengths[slot] = len(sequences[row])
             valid = np.arange(bucket)[None, :] < lengths[:, None]
-            batch_scores = self.forward(self.graphdef, self.state, tokens, valid)
-            scores[rows] = np.asarray(batch_scores)[: len(rows)]
-        return scores
+            batch_outputs = self.forward(self.graphdef, self.state, tokens, valid)
+            outputs[rows] = np.asarray(batch_outputs)[: len(rows)]
+        return outputs
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "label"))
