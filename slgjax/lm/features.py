@@ -13,35 +13,19 @@ Questions are the bare question texts: :class:`PolicyFeatures` applies the
 user-message template itself.
 """
 
-import functools
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from slgjax.lm.sampler import _TRACE_COUNTS
-from slgjax.lm.scorers import _BatchedForward, _chat_ids, _check_pairs
+from slgjax.lm.scorers import _chat_ids, _check_pairs
 from slgjax.lm.sentence_encoder import SentenceEncoder
+from slgjax.lm.shared_prefix import SharedPrefixForward
 from slgjax.tasks.prompts import DEFAULT_TEMPLATE, format_question
 
 __all__ = ["FEATURE_SOURCES", "PolicyFeatures", "SentenceFeatures"]
 
 # Values of the ``source`` attribute, stored with a trained head.
 FEATURE_SOURCES = ("policy", "minilm")
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _last_hidden(graphdef, state, tokens, valid):
-    _TRACE_COUNTS["policy_features"] += 1
-    model = nnx.merge(graphdef, state)
-
-    # Only the hidden states are used, so XLA drops the [B, T, V] logits.
-    _, _, hidden = model(tokens, valid=valid, return_hidden=True)
-    last = jnp.sum(valid, axis=-1, dtype=jnp.int32) - 1
-    pooled = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
-    return pooled.astype(jnp.float32)
 
 
 class PolicyFeatures:
@@ -54,9 +38,11 @@ class PolicyFeatures:
     the position where a sequence-classification reward model reads its score
     (Liu et al. 2024, Skywork-Reward, arXiv:2410.18451).
 
-    Each batch is one jit-compiled forward pass over ``batch_size`` rows padded
-    to a power-of-two length bucket (at least ``min_bucket``), so a run traces
-    once per bucket. Results do not depend on the batch a pair lands in.
+    The chats of one question share their first tokens, which run once per
+    question (:class:`~slgjax.lm.shared_prefix.SharedPrefixForward`); the rest
+    of each chat runs in calls of ``batch_size`` rows padded to power-of-two
+    length buckets (at least ``min_bucket``). Results do not depend on the
+    call a pair lands in.
 
     Args:
       model: a :class:`~slgjax.lm.llama.LlamaForCausalLM`.
@@ -98,14 +84,12 @@ class PolicyFeatures:
         self.template = template
         self.system = system
         self.feature_dim = int(config.hidden_size)
-        self._run = _BatchedForward(
+        self._run = SharedPrefixForward(
             model,
-            _last_hidden,
             batch_size=batch_size,
             min_bucket=min_bucket,
             pad_id=config.pad_token_id or 0,
             max_length=max_length or config.max_position_embeddings,
-            row_shape=(self.feature_dim,),
         )
 
     def encode(self, question: str, response: str) -> list[int]:
@@ -122,7 +106,7 @@ class PolicyFeatures:
         """Return float32[n, H] hidden states, one row per (question, response) pair."""
         _check_pairs(questions, responses)
         encoded = [self.encode(q, r) for q, r in zip(questions, responses, strict=True)]
-        return self._run(encoded)
+        return self._run(encoded, questions)
 
 
 class SentenceFeatures:

@@ -14,7 +14,9 @@ features, follows the same protocol from its own module.
 
 The model scorers run one jit-compiled forward pass per batch. Batches have a
 fixed number of rows and lengths padded to power-of-two buckets, so a run
-compiles once per bucket, not once per input.
+compiles once per bucket, not once per input. The judge runs the grading
+prompt's part before the response once per prompt
+(:class:`~slgjax.lm.shared_prefix.SharedPrefixForward`).
 """
 
 import functools
@@ -26,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from slgjax.lm.sampler import _TRACE_COUNTS, bucket_length, last_token_logits
+from slgjax.lm.sampler import _TRACE_COUNTS, bucket_length
+from slgjax.lm.shared_prefix import SharedPrefixForward
 
 __all__ = [
     "DEFAULT_JUDGE_TEMPLATE",
@@ -139,15 +142,6 @@ def _classifier_scores(graphdef, state, tokens, valid, *, label: int):
     return model(tokens, valid=valid)[:, label].astype(jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _yes_no_log_odds(graphdef, state, tokens, valid, choice_ids):
-    _TRACE_COUNTS["judge"] += 1
-    model = nnx.merge(graphdef, state)
-    logits, _ = last_token_logits(model, tokens, valid=valid)
-    chosen = logits[:, choice_ids]
-    return chosen[:, 0] - chosen[:, 1]
-
-
 class RewardModelScorer:
     """Outcome reward model: a sequence classifier on the chat of prompt and response.
 
@@ -246,9 +240,9 @@ class JudgeScorer:
         self.tokenizer = tokenizer
         self.choice_ids = np.asarray([self._single_token(yes), self._single_token(no)], np.int32)
         config = model.config
-        self._run = _BatchedForward(
+        self._run = SharedPrefixForward(
             model,
-            functools.partial(_yes_no_log_odds, choice_ids=self.choice_ids),
+            choices=self.choice_ids,
             batch_size=batch_size,
             min_bucket=min_bucket,
             pad_id=config.pad_token_id or 0,
@@ -274,7 +268,7 @@ class JudgeScorer:
         """Return float32[n] log-odds ``log p(yes) - log p(no)`` of the judge."""
         _check_pairs(prompts, responses)
         encoded = [self.encode(p, r) for p, r in zip(prompts, responses, strict=True)]
-        return self._run(encoded)
+        return self._run(encoded, prompts)
 
 
 class VerifierScorer:
