@@ -233,6 +233,11 @@ def write_atomic(path, write: Callable, *, binary=False):
     folder = os.path.dirname(os.path.abspath(path))
     descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
     try:
+        # mkstemp creates the file readable by its owner only; give the result
+        # the permissions that a plain open() would, under the user's umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         mode = "wb" if binary else "w"
         options = {} if binary else {"encoding": "utf-8", "newline": ""}
         with os.fdopen(descriptor, mode, **options) as stream:

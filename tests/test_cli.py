@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import pathlib
+import stat
 
 import numpy as np
 import pytest
@@ -228,3 +229,13 @@ def test_stack_pools_pads_ragged_prompts():
     assert index == [(0, 0), (1, 0), (0, 1)]
     np.testing.assert_array_equal(mask.sum(axis=-1), [[2, 3], [1, 0]])
     np.testing.assert_array_equal(rewards[0, 1], [4.0, 5.0, 6.0])
+
+
+def test_write_atomic_gives_the_permissions_of_a_plain_open(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic = tmp_path / "atomic.txt"
+
+    io.write_atomic(atomic, lambda stream: stream.write("x"))
+
+    assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
