@@ -261,7 +261,7 @@ def test_demo_defaults():
     args = build_parser().parse_args(["demo"])
     assert args.task == "rg:chain_sum"
     assert args.model == "default"
-    assert args.scorer == "judge"
+    assert args.scorer == "head"
     assert args.budgets == [16]
     assert "best_of_n" in args.algorithms.split(",")
     assert args.max_new_tokens == 48

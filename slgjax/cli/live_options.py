@@ -93,7 +93,7 @@ def add_live_arguments(parser, *, defaults: dict | None = None):
     model.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype")
     model.add_argument(
         "--scorer",
-        default="judge",
+        default=defaults.get("scorer", "judge"),
         help="'judge' (the policy as LM judge, log-odds of Yes against No), 'verifier' (the "
         "task's answer check, 0 or 1), 'head' (the packaged reward head on the policy's "
         "features, a logit), the path of a .safetensors reward-head file, or the directory of "
