@@ -3,7 +3,7 @@
 Inputs are the files that ``experiments/prediction_accuracy.py``
 (``prediction_<name>.json``) and ``experiments/replay_search.py``
 (``search_<name>.json``) write, by default every such file under
-``experiments/out/evidence``. Every number in the page comes from those
+``experiments/results``. Every number in the page comes from those
 files: the tables, and the sentences that say where a tail model fails and
 where an algorithm does not beat best-of-N, are generated from them. Each
 table is preceded by the command that regenerates its JSON file.
@@ -29,6 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from slgjax.io import write_atomic
+from slgjax.tail.gpd_fit import MIN_EXCEEDANCES
 
 LOG = logging.getLogger("make_results")
 
@@ -184,10 +185,89 @@ def prediction_findings(result) -> list[str]:
     return lines
 
 
+def best_model_lines(result) -> list[str]:
+    """Return one sentence per ``m`` naming the models that predict best beyond ``N = m``.
+
+    Errors are averaged over the budgets ``N > m`` with states of any kind. The
+    Spearman correlation is averaged over the budgets ``N > m`` with child
+    states. The naive baseline takes part in the ranking.
+    """
+    lines = []
+    for size in result["sizes"]:
+        errors, spearman = {}, {}
+        for model in result["models"]:
+            rows = [
+                r
+                for r in result["rows"]
+                if r["model"] == model and r["m"] == size and r["N"] > size and r["count"]
+            ]
+            error = [r["mean_abs_error"] for r in rows if r["kind"] == "all"]
+            if error and None not in error:
+                errors[model] = float(np.mean(error))
+            rank = [r["spearman"] for r in rows if r["kind"] == "child"]
+            if rank and None not in rank:
+                spearman[model] = float(np.mean(rank))
+        if not errors:
+            continue
+
+        budgets = sorted({r["N"] for r in result["rows"] if r["m"] == size and r["N"] > size})
+        ranked = sorted(errors, key=errors.get)
+        order = ", ".join(f"{model} ({errors[model]:.3f})" for model in ranked)
+        sentence = (
+            f"- m = {size}, mean absolute error averaged over N = {budgets[0]} to "
+            f"{budgets[-1]}, best first: {order}."
+        )
+        if spearman:
+            best = max(spearman, key=spearman.get)
+            sentence += (
+                f" The best ranking of a problem's children is {best}'s "
+                f"(mean Spearman {spearman[best]:.2f}; the naive baseline's is "
+                f"{_fmt(spearman.get(BASELINE_MODEL), '.2f')})."
+            )
+        lines.append(sentence)
+    return lines
+
+
+def flag_lines(result) -> list[str]:
+    """Return one sentence per ``m`` on the status flags of the fits.
+
+    Flags belong to a fit, not to a budget, so they are read at the largest
+    budget with states. A flag is named where it marks at least 5% of a model's fits.
+    """
+    lines = []
+    for size in result["sizes"]:
+        rows = [r for r in result["rows"] if r["m"] == size and r["kind"] == "all" and r["count"]]
+        if not rows:
+            continue
+        budget = max(r["N"] for r in rows)
+        parts = []
+        for row in rows:
+            if row["N"] != budget or not row.get("flagged_share"):
+                continue
+            flags = sorted(
+                ((name, share) for name, share in row.get("flag_shares", {}).items()),
+                key=lambda item: -item[1],
+            )
+            named = ", ".join(f"{name} {share:.0%}" for name, share in flags if share >= 0.05)
+            parts.append(
+                f"{row['model']} {row['flagged_share']:.0%}" + (f" ({named})" if named else "")
+            )
+        if parts:
+            lines.append(f"- m = {size}: fits with a status flag: {'; '.join(parts)}.")
+        exceedances = int(result["tail_fraction"] * size)
+        if exceedances < MIN_EXCEEDANCES:
+            lines.append(
+                f"- m = {size}: the tail share {result['tail_fraction']:g} leaves about "
+                f"{exceedances} exceedances, fewer than the {MIN_EXCEEDANCES} a GPD fit needs, "
+                "so every GPD fitter falls back to the exponential tail and they agree."
+            )
+    return lines
+
+
 def prediction_figure(result) -> Figure:
     """Draw the mean absolute error and the band coverage against ``N``, one column per ``m``."""
     sizes = [s for s in result["sizes"] if any(r["m"] == s and r["count"] for r in result["rows"])]
-    figure = Figure(figsize=(3.6 * max(1, len(sizes)), 6.4))
+    figure = Figure(figsize=(3.6 * max(1, len(sizes)), 6.4), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(2, max(1, len(sizes)), squeeze=False)
     for column, size in enumerate(sizes):
@@ -222,8 +302,8 @@ def _summary_row(result, algorithm, budget):
     return None
 
 
-def search_table(result, groups) -> str:
-    """Return the summary rows of the given run groups as a Markdown table."""
+def search_table(result, groups, extra_labels=()) -> str:
+    """Return the summary rows of the given run groups, and of ``extra_labels``, as a table."""
     group_of = {run["label"]: run["group"] for run in result["runs"]}
     gains = {(g["algorithm"], g["budget"], g["metric"]): g for g in result["gains"]}
     header = (
@@ -232,7 +312,7 @@ def search_table(result, groups) -> str:
     )
     lines = [header, "|" + "---|" * 9]
     for row in result["summary"]:
-        if group_of.get(row["algorithm"]) not in groups:
+        if group_of.get(row["algorithm"]) not in groups and row["algorithm"] not in extra_labels:
             continue
         gain = gains.get((row["algorithm"], row["budget"], "best_reward"))
         rm_gain = gains.get((row["algorithm"], row["budget"], "rm_at_1"))
@@ -253,6 +333,34 @@ def search_table(result, groups) -> str:
             ),
             _fmt(row.get("chose_root"), ".2f"),
         ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def headline_table(result, metric="best_reward") -> str:
+    """Return the paired gain over best-of-N of each main algorithm, one column per budget.
+
+    A dash marks a budget where the algorithm could not run.
+    """
+    group_of = {run["label"]: run["group"] for run in result["runs"]}
+    gains = {(g["algorithm"], g["budget"]): g for g in result["gains"] if g["metric"] == metric}
+    budgets = sorted({row["budget"] for row in result["summary"]})
+    algorithms = sorted(
+        {label for label, group in group_of.items() if group == "main" and label != "best_of_n"}
+    )
+    lines = [
+        "| algorithm | " + " | ".join(f"N = {budget}" for budget in budgets) + " |",
+        "|" + "---|" * (len(budgets) + 1),
+    ]
+    for algorithm in algorithms:
+        cells = [algorithm]
+        for budget in budgets:
+            gain = gains.get((algorithm, budget))
+            cells.append(
+                "-"
+                if gain is None
+                else _interval(gain["difference"], gain["difference_low"], gain["difference_high"])
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -350,7 +458,7 @@ def skipped_lines(result) -> list[str]:
 def search_figure(result) -> Figure:
     """Draw the gain in best reward over best-of-N against ``N`` for the main runs."""
     group_of = {run["label"]: run["group"] for run in result["runs"]}
-    figure = Figure(figsize=(6.4, 4.0))
+    figure = Figure(figsize=(6.4, 4.0), layout="constrained")
     FigureCanvasAgg(figure)
     axis = figure.subplots()
 
@@ -410,6 +518,112 @@ def synthetic_table(rows) -> str:
     return "\n".join(lines)
 
 
+# The summary at the top of the page.
+
+
+def _mean_error_ranking(result, size):
+    """Return ``{model: mean absolute error}`` averaged over the budgets ``N > m``."""
+    errors = {}
+    for model in result["models"]:
+        values = [
+            r["mean_abs_error"]
+            for r in result["rows"]
+            if r["model"] == model
+            and r["m"] == size
+            and r["N"] > size
+            and r["kind"] == "all"
+            and r["count"]
+        ]
+        if values and None not in values:
+            errors[model] = float(np.mean(values))
+    return errors
+
+
+def children_table(result) -> str:
+    """Return the comparison of children's and roots' full-pool ``V_N`` as a table."""
+    lines = [
+        "| N | problems | children above their root | problems whose best child is above "
+        "the root | mean child minus root (root SD) |",
+        "|" + "---|" * 5,
+    ]
+    for row in result.get("children_against_root", []):
+        lines.append(
+            f"| {row['N']} | {row['problems']} | {row['child_above_root_share']:.2f} "
+            f"| {row['best_child_above_root_share']:.2f} | {row['mean_child_minus_root']:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def _children_line(result) -> str | None:
+    rows = result.get("children_against_root", [])
+    if not rows:
+        return None
+    parts = [
+        f"at N = {row['N']}, {row['child_above_root_share']:.0%} of the children have a higher "
+        f"V_N than their root and a child's V_N is {row['mean_child_minus_root']:+.2f} root SD "
+        "from the root's on average"
+        for row in (rows[0], rows[-1])
+    ]
+    unique = list(dict.fromkeys(parts))
+    return f"- Pools ({result['name']}): {'; '.join(unique)}."
+
+
+def summary_lines(predictions, searches) -> list[str]:
+    """Return the page's opening bullets: the pools, the best predictor and the best search."""
+    lines = [line for line in map(_children_line, predictions) if line]
+    for result in predictions:
+        overall, tail_best = {}, {}
+        for size in result["sizes"]:
+            errors = _mean_error_ranking(result, size)
+            tail = {m: e for m, e in errors.items() if m != BASELINE_MODEL}
+            if errors:
+                overall.setdefault(min(errors, key=errors.get), []).append(str(size))
+            if tail:
+                tail_best.setdefault(min(tail, key=tail.get), []).append(str(size))
+        if overall:
+            best = [f"{model} at m = {_plain_list(sizes)}" for model, sizes in overall.items()]
+            tails = [f"{model} at m = {_plain_list(sizes)}" for model, sizes in tail_best.items()]
+            lines.append(
+                f"- Prediction ({result['name']}): averaged over the budgets N > m, the "
+                f"smallest mean absolute error is {_plain_list(best)} "
+                f"({BASELINE_MODEL} is the naive baseline); among the tail models it is "
+                f"{_plain_list(tails)}."
+            )
+    for result in searches:
+        if "summary" not in result:
+            continue
+        verdicts = gain_verdicts(result)
+        winners = sorted(a for a, v in verdicts.items() if v["win"] and a != "oracle")
+        losers = sorted(a for a, v in verdicts.items() if v["loss"] and not v["win"])
+        oracle = [
+            g["difference"]
+            for g in result["gains"]
+            if g["algorithm"] == "oracle" and g["metric"] == "best_reward"
+        ]
+        lines.append(
+            f"- Search ({result['name']}): "
+            + (
+                f"{_plain_list(winners)} beat best-of-N in best reward at some budget"
+                if winners
+                else "apart from the oracle, no algorithm beats best-of-N in best reward at "
+                "any budget"
+            )
+            + (
+                f"; {len(losers)} of {len(verdicts)} runs lose to it at some budget"
+                if losers
+                else ""
+            )
+            + "."
+        )
+        if oracle:
+            lines.append(
+                f"- Search ({result['name']}): the oracle, which spends the budget on the "
+                "state of best whole-pool V_N in hindsight, gains at most "
+                f"{max(oracle):.3f} in best reward over best-of-N at any budget."
+            )
+    return lines
+
+
 # The page.
 
 
@@ -433,6 +647,15 @@ def build_page(predictions, searches, *, plots_dir, page_dir) -> str:
         "Intervals are 95% percentile bootstrap intervals over problems; errors of the "
         "tail models are in units of each state's reward standard deviation (SD).",
         "",
+        "The pools are recorded rollouts of SmolLM2-135M-Instruct, the embedded default "
+        "policy; the data card `experiments/data/pools/README.md` gives the problems, the "
+        "generation settings and the scorer. They describe one small model on one easy "
+        "task, not test-time scaling in general.",
+        "",
+        "## Summary",
+        "",
+        *summary_lines(predictions, searches),
+        "",
     ]
     for result in predictions:
         name = result["name"]
@@ -455,9 +678,24 @@ def build_page(predictions, searches, *, plots_dir, page_dir) -> str:
             "",
             prediction_table(result),
             "",
+            "The recorded states against their root: the full-pool V_N of each child "
+            "compared with the root's. Spending the budget on one child beats best-of-N from "
+            "the prompt only where that child's V_N is above the root's.",
+            "",
+            children_table(result),
+            "",
+            "Which model predicts best (errors in SD, from the JSON file):",
+            "",
+            *best_model_lines(result),
+            "",
             "Where the tail models fail (from the numbers above and in the JSON file):",
             "",
             *(prediction_findings(result) or ["- no model fails by these criteria."]),
+            "",
+            "Status flags of the fits (`slgjax.tail.Status`), where a fit used a fallback "
+            "or met an edge case:",
+            "",
+            *(flag_lines(result) or ["- no fit carries a flag."]),
             "",
         ]
         for skip in result.get("skipped", []):
@@ -490,9 +728,26 @@ def build_page(predictions, searches, *, plots_dir, page_dir) -> str:
                 "rule": "Ablation: exact E_N against the quantile rule",
                 "value": "Ablation: the tail model behind the state value",
             }
+            if "main" in groups:
+                text += [
+                    "### Gain in best reward over best-of-N",
+                    "",
+                    "The paired difference to best-of-N in best reward, with its 95% interval; "
+                    "the tables below give the rewards themselves, RM@1 and pass@N.",
+                    "",
+                    headline_table(result),
+                    "",
+                ]
             for group in ("main", "selection", "rule", "value"):
                 if group in groups:
-                    text += [f"### {titles[group]}", "", search_table(result, {group}), ""]
+                    # The quantile rule is shown beside the exact-E_N runs it replaces.
+                    extra = TWO_STAGE if group == "rule" else ()
+                    text += [
+                        f"### {titles[group]}",
+                        "",
+                        search_table(result, {group}, extra),
+                        "",
+                    ]
             text += ["Against best-of-N in best reward (from the paired intervals above):", ""]
             text += search_findings(result) + [""]
             checks = interval_check(result)
@@ -533,7 +788,7 @@ def main(argv=None):
     parser.add_argument(
         "--inputs",
         type=pathlib.Path,
-        default=pathlib.Path("experiments/out/evidence"),
+        default=pathlib.Path("experiments/results"),
         help="folder of prediction_*.json and search_*.json files",
     )
     parser.add_argument(

@@ -26,20 +26,35 @@ and median absolute error in units of each state's reward standard deviation
 (from its whole pool; states with zero spread are left out), the signed bias
 in the same units, the coverage of the 90% band, the share of predictions
 that are not finite (left out of the errors), the share of fits with a status
-flag, and, for the children of a problem, the Spearman rank correlation
-between predicted and true ``V_N`` (what selecting a state depends on),
+flag and the share of each flag, and, for the children of a problem, the
+Spearman rank correlation between predicted and true ``V_N`` (what selecting a
+state depends on),
 averaged over the subsamples of a problem and then over problems.
 
-Outputs under ``--out`` (default ``experiments/out/evidence``), each written
-atomically: ``prediction_<name>.json`` (every number) and
-``prediction_<name>.md`` (a table).
+Each finished (model, m) cell is appended to ``prediction_<name>.cells.jsonl``
+under ``--out``, and a rerun with the same settings reads those cells back, so
+an interrupted run resumes. The file is deleted once the outputs are written.
+
+NOTE: with jaxlib 0.10 on CPU, a run sometimes stops in the Bayesian models
+at m = 16 with every thread waiting and no CPU in use (seen in about half the
+runs on 2 cores, inside XLA's execution, with synchronous dispatch and
+single-threaded Eigen as well). If no log line appears for several minutes,
+kill the process (Ctrl-C may not reach it) and run the same command again: it
+resumes from the last finished cell.
+
+Outputs under ``--out`` (default ``experiments/results``, where the results
+behind docs/RESULTS.md are committed), each written atomically:
+``prediction_<name>.json`` (every number) and ``prediction_<name>.md`` (a
+table).
 
 Run from the repository root::
 
-    python experiments/prediction_accuracy.py --pools experiments/data/pools/chain_sum_3002.jsonl
+    python experiments/prediction_accuracy.py \\
+        --pools experiments/data/pools/chain_sum_3002.head.jsonl
 """
 
 import argparse
+import hashlib
 import json
 import logging
 import pathlib
@@ -53,8 +68,10 @@ import numpy as np
 
 from slgjax.envs.replay_io import read_replay_jsonl
 from slgjax.io import write_atomic
+from slgjax.records import RecordFile
 from slgjax.sample_pools import metadata_path, read_pool_metadata
 from slgjax.scaling import MODELS, empirical_best_of_n, predict_best_of_n
+from slgjax.tail.status import Status
 
 LOG = logging.getLogger("prediction_accuracy")
 
@@ -130,6 +147,40 @@ def pool_spread(pools: PoolArrays) -> np.ndarray:
     return np.where(count >= 2, np.sqrt(square / np.maximum(count - 1, 1)), np.nan)
 
 
+def children_against_root(pools: PoolArrays, truth, budgets) -> list[dict]:
+    """Compare each child's full-pool ``V_N`` with its root's, per budget.
+
+    Spending the budget on one child beats best-of-N from the prompt only where
+    that child has a higher ``V_N`` than the root, so these numbers show how
+    much room state selection has on the pools. Differences are in units of the root's
+    reward standard deviation. A problem counts at a budget only where its root
+    and at least one child have ``N`` rewards.
+    """
+    spread = pool_spread(pools)[:, 0]
+    rows = []
+    for g, budget in enumerate(budgets):
+        root = truth[:, 0, g]
+        child = truth[:, 1:, g]
+        present = (pools.counts[:, 1:] > 0) & np.isfinite(child)
+        usable = np.isfinite(root) & (spread > 0) & present.any(axis=1)
+        if not usable.any():
+            continue
+        above = (child > root[:, None]) & present
+        best = np.where(present, child, -np.inf).max(axis=1)
+        with np.errstate(invalid="ignore"):
+            difference = (child - root[:, None]) / spread[:, None]
+        rows.append(
+            {
+                "N": int(budget),
+                "problems": int(usable.sum()),
+                "child_above_root_share": float(above[usable].sum() / present[usable].sum()),
+                "best_child_above_root_share": float(np.mean(best[usable] > root[usable])),
+                "mean_child_minus_root": float(np.mean(difference[usable][present[usable]])),
+            }
+        )
+    return rows
+
+
 def state_counts(pools: PoolArrays) -> dict:
     """Count the root and child states, and those left out for zero spread."""
     present = pools.counts > 0
@@ -198,6 +249,20 @@ def _mean_or_none(values):
     return float(values.mean()) if values.size else None
 
 
+def flag_shares(status) -> dict[str, float]:
+    """Return the share of fits that carry each status flag, for the flags that occur."""
+    if status.size == 0:
+        return {}
+    shares = {}
+    for flag in Status:
+        if flag == Status.OK:
+            continue
+        share = float(np.mean((status & int(flag)) != 0))
+        if share > 0:
+            shares[flag.name] = share
+    return shares
+
+
 def evaluate(prediction, truth, spread, eligible, is_root, budgets):
     """Return the metric rows of one model and one ``m``.
 
@@ -224,6 +289,7 @@ def evaluate(prediction, truth, spread, eligible, is_root, budgets):
         with np.errstate(invalid="ignore"):
             covered = (prediction["lower"] <= truth[None]) & (truth[None] <= prediction["upper"])
     flagged = np.broadcast_to((prediction["status"] != 0)[..., None], value.shape)
+    status = np.broadcast_to(prediction["status"][..., None], value.shape)
 
     # Spearman across the children of each problem (states moved to the last axis),
     # averaged over the subsamples of each problem.
@@ -260,6 +326,7 @@ def evaluate(prediction, truth, spread, eligible, is_root, budgets):
                 if covered is not None
                 else None,
                 "flagged_share": _mean_or_none(flagged[..., g][selected]),
+                "flag_shares": flag_shares(status[..., g][selected]),
                 "spearman": None,
                 "spearman_problems": 0,
             }
@@ -318,8 +385,14 @@ def run(
     band: float,
     num_resamples: int,
     tail_fraction: float,
+    cells: RecordFile | None = None,
 ) -> dict:
-    """Run every model at every size and return the result dict (rows, skips, timings)."""
+    """Run every model at every size and return the result dict (rows, skips, timings).
+
+    With ``cells``, the rows of each finished (model, m) cell are appended to
+    that record file, and cells already in it are read back instead of
+    computed, so an interrupted run resumes where it stopped.
+    """
     truth = np.asarray(
         empirical_best_of_n(pools.rewards, pools.mask, n=np.asarray(budgets), strict=False),
         np.float64,
@@ -345,6 +418,12 @@ def run(
             replicates=replicates,
         )
         for model in models:
+            if cells is not None and (model, int(size)) in cells:
+                (cell,) = [c for c in cells.records if (c["model"], c["m"]) == (model, size)]
+                rows += cell["rows"]
+                seconds[f"{model}/m={size}"] = cell["seconds"]
+                LOG.info("m=%d %s: read from %s", size, model, cells.path)
+                continue
             started = time.perf_counter()
             prediction = predict(
                 model,
@@ -358,17 +437,34 @@ def run(
             )
             elapsed = time.perf_counter() - started
             seconds[f"{model}/m={size}"] = round(elapsed, 2)
-            for row in evaluate(
-                prediction,
-                truth[:, columns],
-                spread[:, columns],
-                eligible[:, columns],
-                pools.is_root[:, columns],
-                budgets,
-            ):
-                rows.append({"model": model, "m": int(size), **row})
+            cell_rows = [
+                {"model": model, "m": int(size), **row}
+                for row in evaluate(
+                    prediction,
+                    truth[:, columns],
+                    spread[:, columns],
+                    eligible[:, columns],
+                    pools.is_root[:, columns],
+                    budgets,
+                )
+            ]
+            rows += cell_rows
+            if cells is not None:
+                cells.append(
+                    {
+                        "model": model,
+                        "m": int(size),
+                        "rows": cell_rows,
+                        "seconds": round(elapsed, 2),
+                    }
+                )
             LOG.info("m=%d %s: %.1f s", size, model, elapsed)
-    return {"rows": rows, "skipped": skipped, "seconds": seconds}
+    return {
+        "rows": rows,
+        "skipped": skipped,
+        "seconds": seconds,
+        "children_against_root": children_against_root(pools, truth, budgets),
+    }
 
 
 def _cell(value, fmt):
@@ -416,7 +512,7 @@ def main(argv=None):
     parser.add_argument(
         "--out",
         type=pathlib.Path,
-        default=pathlib.Path("experiments/out/evidence"),
+        default=pathlib.Path("experiments/results"),
         help="output directory (created if missing)",
     )
     parser.add_argument(
@@ -456,6 +552,18 @@ def main(argv=None):
     pools = load_pool_arrays(args.pools)
     budgets = sorted(set(args.budgets or default_budgets(pools.rewards.shape[-1])))
     name = args.name or args.pools.name.removesuffix(".jsonl")
+    args.out.mkdir(parents=True, exist_ok=True)
+    cells_path = args.out / f"prediction_{name}.cells.jsonl"
+    cell_settings = {
+        "pools_sha256": hashlib.sha256(args.pools.read_bytes()).hexdigest(),
+        "budgets": budgets,
+        "replicates": args.replicates,
+        "band": args.band,
+        "num_resamples": args.num_resamples,
+        "tail_fraction": args.tail_fraction,
+        "seed": args.seed,
+    }
+    cells = RecordFile(cells_path, settings=cell_settings, key_fields=("model", "m"))
     result = run(
         pools,
         key=jax.random.key(args.seed),
@@ -466,6 +574,7 @@ def main(argv=None):
         band=args.band,
         num_resamples=args.num_resamples,
         tail_fraction=args.tail_fraction,
+        cells=cells,
     )
     command = "python experiments/prediction_accuracy.py " + " ".join(
         sys.argv[1:] if argv is None else argv
@@ -511,6 +620,8 @@ def main(argv=None):
     for skip in result["skipped"]:
         text.append(f"- m = {skip['m']} skipped: {skip['reason']}.")
     _write_text(args.out / f"prediction_{name}.md", "\n".join(text) + "\n")
+    # The cells are all in the JSON file now; a later run starts afresh.
+    cells_path.unlink()
     LOG.info("wrote %s in %.0f s", json_path, output["total_seconds"])
     return output
 

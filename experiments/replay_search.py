@@ -48,12 +48,14 @@ through the same replay and algorithms at the paper's sizes, and compared with
 the sign of the gain over best-of-N that ``experiments/theory_check.py``
 finds with its vectorized simulator for the same ``(t, N)``.
 
-Outputs under ``--out`` (default ``experiments/out/evidence``), each written
-atomically: ``search_<name>.json`` (every number) and ``search_<name>.md``.
+Outputs under ``--out`` (default ``experiments/results``, where the results
+behind docs/RESULTS.md are committed), each written atomically:
+``search_<name>.json`` (every number) and ``search_<name>.md``.
 
 Run from the repository root::
 
-    python experiments/replay_search.py --pools experiments/data/pools/chain_sum_3002.judge.jsonl
+    python experiments/replay_search.py \\
+        --pools experiments/data/pools/chain_sum_3002.head.jsonl --synthetic
 """
 
 import argparse
@@ -755,7 +757,7 @@ def main(argv=None):
     parser.add_argument(
         "--out",
         type=pathlib.Path,
-        default=pathlib.Path("experiments/out/evidence"),
+        default=pathlib.Path("experiments/results"),
         help="output directory (created if missing)",
     )
     parser.add_argument(

@@ -340,6 +340,7 @@ def test_results_page(outputs):
     assert f"| best_of_n | 16 | {row['best_reward']:.3f}" in page
     assert result["command"] in page
     assert "## Synthetic check of the replay" in page
+    assert "Which model predicts best" in page
     for name in ("prediction_toy.png", "search_toy.value.png"):
         path = outputs["out"] / "results" / name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -359,3 +360,84 @@ def test_ablation_with_both_mechanisms_is_slg_reference(modules):
     (result,) = run_search(ablation, env, select_prefixes=True, root_fallback=True, **options)
     assert result.best_reward == expected.best_reward
     assert result.trace == expected.trace
+
+
+def test_best_model_lines_rank_by_error(modules):
+    def row(model, budget, kind, error, spearman=None):
+        return {
+            "model": model,
+            "m": 4,
+            "N": budget,
+            "kind": kind,
+            "count": 10,
+            "mean_abs_error": error,
+            "spearman": spearman,
+        }
+
+    result = {
+        "sizes": [4],
+        "models": ["gaussian", "empirical_max"],
+        "rows": [
+            row("gaussian", 2, "all", 9.0),
+            row("gaussian", 8, "all", 0.2),
+            row("gaussian", 16, "all", 0.4),
+            row("gaussian", 8, "child", 0.5, 0.9),
+            row("empirical_max", 8, "all", 0.1),
+            row("empirical_max", 16, "all", 0.7),
+            row("empirical_max", 8, "child", 0.5, 0.3),
+        ],
+    }
+    (line,) = modules["make_results"].best_model_lines(result)
+
+    # N = 2 <= m is left out, so gaussian averages 0.3 and the baseline 0.4.
+    assert "N = 8 to 16" in line
+    assert "best first: gaussian (0.300), empirical_max (0.400)" in line
+    assert "gaussian's (mean Spearman 0.90; the naive baseline's is 0.30)" in line
+
+
+def test_children_against_root_values(modules):
+    module = modules["prediction_accuracy"]
+    rewards = np.array([[[0.0, 1.0, 2.0, 3.0], [5.0, 5.0, 5.0, 6.0], [-1.0, -1.0, -1.0, 0.0]]])
+    pools = module.PoolArrays(rewards, np.ones_like(rewards, bool), [["r", "a", "b"]], ["r"])
+    # At N = 1, V_N is the pool mean: 1.5 for the root, 5.25 and -0.75 for the children.
+    truth = rewards.mean(axis=-1)[..., None]
+
+    (row,) = module.children_against_root(pools, truth, [1])
+
+    root_sd = np.std([0.0, 1.0, 2.0, 3.0], ddof=1)
+    assert row["problems"] == 1
+    assert row["child_above_root_share"] == 0.5
+    assert row["best_child_above_root_share"] == 1.0
+    assert row["mean_child_minus_root"] == pytest.approx((3.75 - 2.25) / 2 / root_sd)
+
+
+def test_prediction_resumes_from_cells(rescored, modules, tmp_path, monkeypatch):
+    module = modules["prediction_accuracy"]
+    args = ["--pools", str(rescored[0]), "--out", str(tmp_path), "--sizes", "4"]
+    args += ["--replicates", "3", "--num-resamples", "20", "--models", "empirical_max", "gaussian"]
+    full = module.main(args)
+    cells_path = tmp_path / f"prediction_{full['name']}.cells.jsonl"
+    assert not cells_path.exists()
+
+    # An interrupted run: the first cell finishes, the second raises.
+    real_predict = module.predict
+
+    def stop_at_gaussian(model, *rest, **options):
+        if model == "gaussian":
+            raise KeyboardInterrupt
+        return real_predict(model, *rest, **options)
+
+    monkeypatch.setattr(module, "predict", stop_at_gaussian)
+    with pytest.raises(KeyboardInterrupt):
+        module.main(args)
+    assert cells_path.exists()
+
+    # The rerun reads the finished cell back instead of computing it again.
+    def fail_on_empirical_max(model, *rest, **options):
+        assert model != "empirical_max", "a finished cell was computed again"
+        return real_predict(model, *rest, **options)
+
+    monkeypatch.setattr(module, "predict", fail_on_empirical_max)
+    resumed = module.main(args)
+    assert resumed["rows"] == full["rows"]
+    assert not cells_path.exists()
