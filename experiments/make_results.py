@@ -63,6 +63,11 @@ def _interval(mean, low, high, spec=".3f"):
     return f"{format(mean, spec)} [{format(low, spec)}, {format(high, spec)}]"
 
 
+def _percent(share):
+    """Format a share as a percentage, with a decimal below 1% so that no share reads 0%."""
+    return f"{share:.1%}" if 0 < share < 0.01 else f"{share:.0%}"
+
+
 def _plain_list(items):
     items = list(items)
     if len(items) <= 1:
@@ -169,8 +174,8 @@ def prediction_findings(result) -> list[str]:
             if failed:
                 worst = max(failed, key=lambda r: r["nonfinite_share"])
                 failures.append(
-                    f"{model} (up to {worst['nonfinite_share']:.0%} at N = {worst['N']}, "
-                    f"{worst['infinite_share']:.0%} infinite)"
+                    f"{model} (up to {_percent(worst['nonfinite_share'])} at N = {worst['N']}, "
+                    f"{_percent(worst['infinite_share'])} infinite)"
                 )
         if undercovered:
             lines.append(
@@ -221,8 +226,12 @@ def best_model_lines(result) -> list[str]:
             best = max(spearman, key=spearman.get)
             sentence += (
                 f" The best ranking of a problem's children is {best}'s "
-                f"(mean Spearman {spearman[best]:.2f}; the naive baseline's is "
-                f"{_fmt(spearman.get(BASELINE_MODEL), '.2f')})."
+                f"(mean Spearman {spearman[best]:.2f}"
+                + (
+                    ", the naive baseline)."
+                    if best == BASELINE_MODEL
+                    else f"; the naive baseline's is {_fmt(spearman.get(BASELINE_MODEL), '.2f')})."
+                )
             )
         lines.append(sentence)
     return lines
@@ -663,8 +672,9 @@ def build_page(predictions, searches, *, plots_dir, page_dir) -> str:
         text += [
             f"## Best-of-N prediction: {name}",
             "",
-            f"Command: `{result['command']}` ({result['total_seconds']:.0f} s on 2 shared CPU "
-            f"cores), which writes `{result['_path']}`. "
+            f"Command: `{result['command']}` (the fits took "
+            f"{sum(result['seconds'].values()):.0f} s on 2 shared CPU cores), which writes "
+            f"`{result['_path']}`. "
             f"{result['num_problems']} problems; pool sizes: root {result['pool_sizes']['root']}, "
             f"children {result['pool_sizes']['child']}. "
             f"States without spread (left out): {result['states']['zero_spread_root']} of "
