@@ -35,12 +35,14 @@ Each finished (model, m) cell is appended to ``prediction_<name>.cells.jsonl``
 under ``--out``, and a rerun with the same settings reads those cells back, so
 an interrupted run resumes. The file is deleted once the outputs are written.
 
-NOTE: with jaxlib 0.10 on CPU, a run sometimes stops in the Bayesian models
-at m = 16 with every thread waiting and no CPU in use (seen in about half the
-runs on 2 cores, inside XLA's execution, with synchronous dispatch and
-single-threaded Eigen as well). If no log line appears for several minutes,
-kill the process (Ctrl-C may not reach it) and run the same command again: it
-resumes from the last finished cell.
+NOTE: with jaxlib 0.10 on CPU, a run sometimes stops in the hierarchical
+Bayesian fits with every thread waiting and no CPU in use, inside XLA's
+execution: 10 of 16 runs on 2 cores stopped so at m = 16 or 32. Synchronous
+dispatch, single-threaded Eigen and XLA's older CPU runtime
+(``--xla_cpu_use_thunk_runtime=false``) each failed to prevent it, and a fresh
+process usually gets past the same cell. If no log line appears for several
+minutes, kill the process (Ctrl-C may not reach it) and run the same command
+again: it resumes from the last finished cell.
 
 Outputs under ``--out`` (default ``experiments/results``, where the results
 behind docs/RESULTS.md are committed), each written atomically:

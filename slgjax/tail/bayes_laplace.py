@@ -145,6 +145,12 @@ def run_laplace(keys, y, mask, *, model_name, options, num_samples, num_steps):
     Returns:
       ``(sites, converged)``: ``sites`` maps every sample and deterministic
       site to constrained draws [P, S, ...]; ``converged`` is bool[P].
+
+    NOTE: with jaxlib 0.10 on CPU, a call on a large batch of the hierarchical
+    model (600 prompts of 9 states) sometimes never returns, every thread
+    waiting and no CPU in use. The cause is not known: synchronous dispatch,
+    single-threaded Eigen and XLA's older CPU runtime did not prevent it, and
+    the same call usually succeeds in a fresh process.
     """
     model = MODELS[model_name]
     options = dict(options)
