@@ -422,13 +422,16 @@ def test_prediction_resumes_from_cells(rescored, modules, tmp_path, monkeypatch)
     # An interrupted run: the first cell finishes, the second raises.
     real_predict = module.predict
 
+    class Interrupted(Exception):
+        pass
+
     def stop_at_gaussian(model, *rest, **options):
         if model == "gaussian":
-            raise KeyboardInterrupt
+            raise Interrupted
         return real_predict(model, *rest, **options)
 
     monkeypatch.setattr(module, "predict", stop_at_gaussian)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         module.main(args)
     assert cells_path.exists()
 
