@@ -36,7 +36,8 @@ Runs, each labelled in the outputs:
   from ``expand``, and the root competing for the remaining budget or not.
   Sizes are the paper rule's, clipped to leave room for the root's ``m``
   rollouts (the reference rule leaves nothing to exploit at ``N <= 32``).
-  Both on is ``slg_reference`` at those sizes.
+  The runs are ``slg_reference`` with its ``select_prefixes`` and
+  ``root_fallback`` switches.
 - ``rule``: the Gaussian value with the exact ``E_N`` against the quantile rule
   ``Phi^-1(1 - 1/N)`` of the authors' code, in both two-stage forms.
 - ``value``: every state value of :mod:`slgjax.search.values` in both forms.
@@ -78,7 +79,6 @@ from slgjax.io import write_atomic
 from slgjax.sample_pools import metadata_path, read_pool_metadata
 from slgjax.scaling import empirical_best_of_n
 from slgjax.search import ROOT, VALUE_NAMES, paper_allocation, resolve_allocation, run_search
-from slgjax.search._common import check_options, decide, horizon_of, record_decision
 from slgjax.summary import compare_to_baseline, summarize
 
 LOG = logging.getLogger("replay_search")
@@ -213,85 +213,6 @@ def load_environment(path, *, budgets) -> tuple[EvidenceReplay, list[str]]:
     return replay, problem_ids
 
 
-def _top_prefixes(rewards, batch, num_states):
-    finite = np.where(np.isfinite(rewards), rewards, -np.inf)
-    order = np.argsort(-finite, kind="stable")[:num_states]
-    if batch.prefixes is None or any(batch.prefixes[0][j] is None for j in order):
-        raise ValueError(
-            "prefix selection needs the first-step prefix of each root rollout, and the "
-            "pools record none; record them with slgjax sample --prefix-rollouts."
-        )
-    return [batch.prefixes[0][j] for j in order]
-
-
-def two_stage_ablation(
-    session,
-    *,
-    select_prefixes: bool,
-    root_fallback: bool,
-    num_states=None,
-    samples_per_state=None,
-    rule: str = "reference",
-    value="gaussian",
-    horizon: str = "remaining",
-    tail_fraction: float = 0.2,
-) -> list:
-    """Run the reference form of two-stage SLG with its two mechanisms switched on or off.
-
-    Every variant spends ``m`` rollouts on the root, ``m`` on each of ``K``
-    states and the rest on one target, so all four cost the same.
-
-    1. Roll out ``m`` responses from the root.
-    2. States: the first-step prefixes of the ``K`` best root rollouts
-       (``select_prefixes``) or ``K`` states from ``expand``.
-    3. Roll out ``m`` responses from each state and value it.
-    4. Target: the state of largest value; with ``root_fallback`` the root
-       keeps the budget unless some state is strictly better.
-    5. Spend the remaining ``N - (K + 1) m`` rollouts on the target.
-
-    With both switches on this makes the same calls in the same order as
-    :func:`slgjax.search.slg_reference`, so it returns the same results.
-    """
-    check_options(value, horizon)
-    allocation = resolve_allocation(
-        session.budget,
-        num_states=num_states,
-        samples_per_state=samples_per_state,
-        rule=rule,
-        root=True,
-    )
-    num_states, samples = allocation.num_states, allocation.samples_per_state
-    prompts = list(range(session.num_prompts))
-
-    roots = session.rollout_many(
-        [(p, [session.roots[p]]) for p in prompts], samples, phase="estimate_root"
-    )
-    if select_prefixes:
-        states = [_top_prefixes(rewards[0], batch, num_states) for rewards, batch in roots]
-    else:
-        states = [session.expand(p, [session.roots[p]], num_states)[0] for p in prompts]
-
-    estimates = session.rollout_many([(p, states[p]) for p in prompts], samples, phase="estimate")
-    decision = decide(
-        session,
-        prompts,
-        [list(rewards) for rewards, _ in estimates],
-        value=value,
-        horizons=[horizon_of(allocation, horizon)] * len(prompts),
-        root_groups=[rewards[0] for rewards, _ in roots] if root_fallback else None,
-        tail_fraction=tail_fraction,
-    )
-
-    targets = []
-    for p in prompts:
-        use_root = bool(decision.use_root[p])
-        chosen = ROOT if use_root else int(decision.index[p])
-        record_decision(session, p, decision, p, num_states, chosen)
-        targets.append((p, [session.roots[p] if use_root else states[p][chosen]]))
-    session.rollout_many(targets, allocation.exploitation, phase="exploit")
-    return session.results()
-
-
 def pool_fitted_sizes(env, budget) -> dict:
     """Return the paper rule's ``m`` and the smallest ``K >=`` the rule's that fits the pools.
 
@@ -378,7 +299,7 @@ def default_runs(values=VALUE_NAMES) -> list[dict]:
                 _run(
                     label,
                     "selection",
-                    two_stage_ablation,
+                    "slg_reference",
                     select_prefixes=prefixes,
                     root_fallback=fallback,
                     rule="paper",

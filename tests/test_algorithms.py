@@ -294,6 +294,62 @@ def test_reference_root_fallback_full_horizon():
     assert result.rollouts_spent == 100
 
 
+def test_reference_without_root_fallback():
+    def script(state, num, rng):
+        return (10.0 if state == "r0" else 0.0) + rng.standard_normal(num)
+
+    env = Recorder(ScriptedEnv(script))
+    (result,) = _run(
+        "slg_reference",
+        env,
+        100,
+        prompts=(0,),
+        num_states=2,
+        samples_per_state=10,
+        value="gaussian",
+        root_fallback=False,
+    )
+
+    # The root is far better, yet without the fallback a prefix state gets the rest.
+    (select,) = [step for step in result.trace if step.phase == "select"]
+    assert select.chosen != ROOT
+    states, num, _, _ = env.calls[-1]
+    assert states[0].startswith("r0/p")
+    assert num == 100 - 3 * 10
+    assert result.rollouts_spent == 100
+
+
+def test_reference_states_from_expand():
+    env = Recorder(ScriptedEnv(lambda state, num, rng: rng.standard_normal(num)))
+    (result,) = _run(
+        "slg_reference",
+        env,
+        40,
+        prompts=(0,),
+        num_states=3,
+        samples_per_state=2,
+        value="gaussian",
+        select_prefixes=False,
+    )
+
+    # K = 3 > m = 2 is allowed here, because the states do not come from the m rollouts.
+    states, num, _, _ = env.calls[1]
+    assert states == ["r0/c0", "r0/c1", "r0/c2"]
+    assert num == 2
+    assert result.rollouts_spent == 40
+
+
+def test_reference_without_prefixes_names_fix():
+    class NoPrefixes(ScriptedEnv):
+        def rollout(self, key, states, num):
+            batch = super().rollout(key, states, num)
+            return RolloutBatch(batch.rewards, batch.responses, None)
+
+    env = NoPrefixes(lambda state, num, rng: rng.standard_normal(num))
+    with pytest.raises(ValueError, match="prefixes=None for prompt 0.*select_prefixes=False"):
+        _run("slg_reference", env, 30, prompts=(0,), num_states=2, samples_per_state=5)
+
+
 def test_reference_root_wins_ties():
     env = Recorder(ScriptedEnv(lambda state, num, rng: np.ones(num)))
     (result,) = _run(

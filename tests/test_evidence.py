@@ -356,8 +356,10 @@ def test_ablation_with_both_mechanisms_is_slg_reference(modules):
 
     (expected,) = run_search("slg_reference", env, **options)
     env.reset()
-    ablation = modules["replay_search"].two_stage_ablation
-    (result,) = run_search(ablation, env, select_prefixes=True, root_fallback=True, **options)
+    runs = modules["replay_search"].default_runs()
+    (run,) = [run for run in runs if run["label"] == "ablation[prefixes=on,root=on]"]
+    switches = {name: run["hyperparameters"][name] for name in ("select_prefixes", "root_fallback")}
+    (result,) = run_search(run["algorithm"], env, **switches, **options)
     assert result.best_reward == expected.best_reward
     assert result.trace == expected.trace
 
@@ -402,7 +404,7 @@ def test_children_against_root_values(modules):
     # At N = 1, V_N is the pool mean: 1.5 for the root, 5.25 and -0.75 for the children.
     truth = rewards.mean(axis=-1)[..., None]
 
-    (row,) = module.children_against_root(pools, truth, [1])
+    (row,) = module.children_against_root(pools, truth, module.pool_spread(pools), [1])
 
     root_sd = np.std([0.0, 1.0, 2.0, 3.0], ddof=1)
     assert row["problems"] == 1

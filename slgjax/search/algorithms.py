@@ -115,7 +115,9 @@ def _top_prefixes(rewards, batch, num_states, prompt):
     if batch.prefixes is None:
         raise ValueError(
             "slg_reference needs the first-step prefix of each root rollout, but the "
-            f"environment returned prefixes=None for prompt {prompt}."
+            f"environment returned prefixes=None for prompt {prompt}. Use an environment "
+            "that reports prefixes (record pools with slgjax sample --prefix-rollouts), or "
+            "pass select_prefixes=False to take the states from expand."
         )
     finite = np.where(np.isfinite(rewards[0]), rewards[0], -np.inf)
     order = np.argsort(-finite, kind="stable")[:num_states]
@@ -139,6 +141,8 @@ def slg_reference(
     horizon: str = "remaining",
     tail_fraction: float = 0.2,
     upper_level: float = 0.9,
+    select_prefixes: bool = True,
+    root_fallback: bool = True,
 ) -> list:
     """Two-stage SLG in the form of the authors' code, with its defects fixed.
 
@@ -156,6 +160,11 @@ def slg_reference(
     is clipped, explicit sizes raise) and a state value that is NaN counts as
     ``-inf`` instead of losing every comparison.
 
+    The two switches turn off the form's two mechanisms for ablations at the
+    same cost: ``select_prefixes=False`` takes the ``K`` states from
+    ``expand`` in step 2, and ``root_fallback=False`` drops step 4, so the
+    best state always gets the remaining budget.
+
     Args:
       session: the search session.
       num_states: ``K <= m``; filled from ``rule`` when None.
@@ -166,10 +175,13 @@ def slg_reference(
         ``"total"`` at ``N`` as the authors' code does.
       tail_fraction: tail share of the Gaussian and GPD fits.
       upper_level: posterior quantile of ``"bayes_upper"``.
+      select_prefixes: take the states from the best root rollouts' prefixes
+        (True) or from ``expand`` (False).
+      root_fallback: let the prompt compete for the remaining budget.
 
     Raises:
-      ValueError: when ``(K + 1) m > N``, when ``K > m``, or when the
-        environment records no prefixes.
+      ValueError: when ``(K + 1) m > N``, or, when selecting prefixes, when
+        ``K > m`` or the environment records no prefixes.
     """
     check_options(value, horizon)
     allocation = resolve_allocation(
@@ -180,7 +192,7 @@ def slg_reference(
         root=True,
     )
     num_states, samples = allocation.num_states, allocation.samples_per_state
-    if num_states > samples:
+    if select_prefixes and num_states > samples:
         raise ValueError(
             f"slg_reference takes its K={num_states} states from the prefixes of m={samples} "
             "root rollouts, so K must be <= m; lower num_states or raise samples_per_state."
@@ -190,10 +202,13 @@ def slg_reference(
     roots = session.rollout_many(
         [(p, [session.roots[p]]) for p in prompts], samples, phase="estimate_root"
     )
-    states = [
-        _top_prefixes(rewards, batch, num_states, p)
-        for p, (rewards, batch) in zip(prompts, roots, strict=True)
-    ]
+    if select_prefixes:
+        states = [
+            _top_prefixes(rewards, batch, num_states, p)
+            for p, (rewards, batch) in zip(prompts, roots, strict=True)
+        ]
+    else:
+        states = [session.expand(p, [session.roots[p]], num_states)[0] for p in prompts]
 
     estimates = session.rollout_many([(p, states[p]) for p in prompts], samples, phase="estimate")
     decision = decide(
@@ -202,7 +217,7 @@ def slg_reference(
         [list(rewards) for rewards, _ in estimates],
         value=value,
         horizons=[horizon_of(allocation, horizon)] * len(prompts),
-        root_groups=[rewards[0] for rewards, _ in roots],
+        root_groups=[rewards[0] for rewards, _ in roots] if root_fallback else None,
         tail_fraction=tail_fraction,
         upper_level=upper_level,
     )
