@@ -568,13 +568,13 @@ def _children_line(result) -> str | None:
     if not rows:
         return None
     parts = [
-        f"at N = {row['N']}, {row['child_above_root_share']:.0%} of the children have a higher "
-        f"V_N than their root and a child's V_N is {row['mean_child_minus_root']:+.2f} root SD "
-        "from the root's on average"
+        f"At N = {row['N']}, {row['child_above_root_share']:.0%} of the children have a higher "
+        f"V_N than their root, and a child's V_N differs from the root's by "
+        f"{row['mean_child_minus_root']:+.2f} root SD on average."
         for row in (rows[0], rows[-1])
     ]
     unique = list(dict.fromkeys(parts))
-    return f"- Pools ({result['name']}): {'; '.join(unique)}."
+    return f"- Pools ({result['name']}): {' '.join(unique)}"
 
 
 def summary_lines(predictions, searches) -> list[str]:

@@ -149,28 +149,34 @@ def pool_spread(pools: PoolArrays) -> np.ndarray:
     return np.where(count >= 2, np.sqrt(square / np.maximum(count - 1, 1)), np.nan)
 
 
-def children_against_root(pools: PoolArrays, truth, budgets) -> list[dict]:
+def children_against_root(pools: PoolArrays, truth, spread, budgets) -> list[dict]:
     """Compare each child's full-pool ``V_N`` with its root's, per budget.
 
     Spending the budget on one child beats best-of-N from the prompt only where
     that child has a higher ``V_N`` than the root, so these numbers show how
-    much room state selection has on the pools. Differences are in units of the root's
-    reward standard deviation. A problem counts at a budget only where its root
-    and at least one child have ``N`` rewards.
+    much room state selection has on the pools. Differences are in units of the
+    root's reward standard deviation. A problem counts at a budget only where its
+    root and at least one child have ``N`` rewards.
+
+    Args:
+      pools: the pools, root first in each problem.
+      truth: float[P, S, G] full-pool ``V_N``, NaN where ``N > n``.
+      spread: float[P, S] pool standard deviations from :func:`pool_spread`.
+      budgets: the G budgets.
     """
-    spread = pool_spread(pools)[:, 0]
+    root_spread = spread[:, 0]
     rows = []
     for g, budget in enumerate(budgets):
         root = truth[:, 0, g]
         child = truth[:, 1:, g]
         present = (pools.counts[:, 1:] > 0) & np.isfinite(child)
-        usable = np.isfinite(root) & (spread > 0) & present.any(axis=1)
+        usable = np.isfinite(root) & (root_spread > 0) & present.any(axis=1)
         if not usable.any():
             continue
         above = (child > root[:, None]) & present
         best = np.where(present, child, -np.inf).max(axis=1)
         with np.errstate(invalid="ignore"):
-            difference = (child - root[:, None]) / spread[:, None]
+            difference = (child - root[:, None]) / root_spread[:, None]
         rows.append(
             {
                 "N": int(budget),
@@ -465,7 +471,7 @@ def run(
         "rows": rows,
         "skipped": skipped,
         "seconds": seconds,
-        "children_against_root": children_against_root(pools, truth, budgets),
+        "children_against_root": children_against_root(pools, truth, spread, budgets),
     }
 
 
