@@ -43,7 +43,7 @@ def _import(name):
 
 @pytest.fixture(scope="module")
 def modules():
-    names = ("rescore_pools", "prediction_accuracy", "replay_search", "make_results")
+    names = ("rescore_pools", "prediction_accuracy", "replay_search", "make_results", "pool_stats")
     return {name: _import(name) for name in names}
 
 
@@ -446,3 +446,15 @@ def test_prediction_resumes_from_cells(rescored, modules, tmp_path, monkeypatch)
     resumed = module.main(args)
     assert resumed["rows"] == full["rows"]
     assert not cells_path.exists()
+
+
+def test_pool_stats_match_pools(rescored, modules):
+    rows = dict(modules["pool_stats"].pool_statistics(rescored[0], max_new_tokens=48))
+    env = read_replay_jsonl(rescored[0])
+    children = [kid for root in env.roots for kid in env.children[root]]
+    root_correct = np.concatenate([env.pools[root].correct for root in env.roots])
+    child_correct = np.concatenate([env.pools[kid].correct for kid in children])
+
+    assert rows["share correct, root responses"] == f"{root_correct.mean():.3f}"
+    assert rows["share correct, child responses"] == f"{child_correct.mean():.3f}"
+    assert rows["children with a correct response"] == f"{len(children)} of {len(children)}"
